@@ -1,0 +1,1 @@
+"""Vendor connectors. This package never imports `service`."""

@@ -1,0 +1,219 @@
+"""The connector interface: stateless translators from a vendor API to typed records.
+
+A connector reads one record kind for a half-open window `[start, end)` of *modification*
+time and yields pages of `Record`s. It never stores anything: the sync service owns
+cursors and checkpoints, and hands a page's `checkpoint` back as `resume` after a crash.
+Business definitions ("qualified", "new customer", "referral") are not decided here:
+records carry the CRM's own fields and flags, and mappings filter on them.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from connectors.errors import ConfigError
+from connectors.retry import RetryPolicy
+
+
+class RecordKind(enum.StrEnum):
+    """What a record is. Connectors read a subset of these."""
+
+    lead = "lead"
+    contact = "contact"
+    opportunity = "opportunity"
+    deal = "deal"
+    survey_response = "survey_response"
+
+
+class FieldType(enum.StrEnum):
+    """Types a mapping filter or aggregate can be checked against."""
+
+    string = "string"
+    number = "number"
+    boolean = "boolean"
+    datetime = "datetime"
+    date = "date"
+
+
+#: The normalised fields every record has (None where the kind has no such notion).
+NORMALISED_FIELDS: Mapping[str, FieldType] = {
+    "source_id": FieldType.string,
+    "created_at": FieldType.datetime,
+    "modified_at": FieldType.datetime,
+    "close_date": FieldType.date,
+    "status": FieldType.string,
+    "stage": FieldType.string,
+    "is_closed": FieldType.boolean,
+    "is_won": FieldType.boolean,
+    "amount": FieldType.number,
+    "currency": FieldType.string,
+    "lead_source": FieldType.string,
+    "owner": FieldType.string,
+    "deal_type": FieldType.string,
+    "score": FieldType.number,
+    "email": FieldType.string,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One source record, normalised. Datetimes are time-zone aware.
+
+    `raw` keeps the vendor's own properties (custom fields included) so mappings can filter
+    on them; `deleted` is true for records deleted or archived at the source, which the sync
+    applies as deletes.
+    """
+
+    kind: RecordKind
+    source_id: str
+    created_at: datetime
+    modified_at: datetime
+    deleted: bool = False
+    status: str | None = None
+    stage: str | None = None
+    is_closed: bool | None = None
+    is_won: bool | None = None
+    close_date: date | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    lead_source: str | None = None
+    owner: str | None = None
+    deal_type: str | None = None
+    score: int | None = None
+    email: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.created_at.tzinfo is None or self.modified_at.tzinfo is None:
+            raise ValueError(f"record {self.source_id}: datetimes must be time-zone aware")
+        if self.score is not None and not 0 <= self.score <= 10:
+            raise ValueError(f"record {self.source_id}: score {self.score} outside 0..10")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A half-open interval `[start, end)` of modification time, time-zone aware."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window bounds must be time-zone aware")
+        if self.end < self.start:
+            raise ValueError("window ends before it starts")
+
+    def __contains__(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A batch of records, committed by the sync service in one transaction.
+
+    `checkpoint` is where reading can resume *within the same window* after this page (a
+    keyset cursor, JSON-serialisable); None means "no safe resume point: restart the window".
+    """
+
+    records: list[Record]
+    checkpoint: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Outcome of probing credentials and configuration."""
+
+    ok: bool
+    detail: str
+    #: Vendor quota usage where the API reports it (e.g. Salesforce `api-usage=used/limit`).
+    quota_used: int | None = None
+    quota_limit: int | None = None
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Per-run knobs a connector receives from the sync service (never secrets)."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_seconds: float = 30.0
+    #: Extra CA bundle for companies behind an inspecting TLS proxy; None = system store.
+    ca_bundle: str | None = None
+    #: Records per page asked of the vendor, where the vendor lets us choose.
+    page_size: int | None = None
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's non-secret configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Custom (raw) fields to read per kind, with their type, e.g.
+    #: `{"lead": {"Customer_Type__c": "string"}}`; mappings may filter on `raw.<name>`.
+    custom_fields: dict[RecordKind, dict[str, FieldType]] = {}
+
+
+class ConnectorSecrets(BaseModel):
+    """Base of every connector's secrets: write-only over the API, never logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Connector(ABC):
+    """A vendor connector. Subclasses set the class attributes and implement the methods."""
+
+    #: Registry key, e.g. "salesforce".
+    type_name: ClassVar[str]
+    #: Record kinds this connector can read.
+    kinds: ClassVar[frozenset[RecordKind]]
+    config_model: ClassVar[type[ConnectorConfig]]
+    secrets_model: ClassVar[type[ConnectorSecrets]]
+    #: Raw vendor fields always read, per kind, with their types.
+    standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {}
+
+    def __init__(
+        self, config: ConnectorConfig, secrets: ConnectorSecrets, runtime: Runtime | None = None
+    ) -> None:
+        self.config = config
+        self.secrets = secrets
+        self.runtime = runtime or Runtime()
+
+    @classmethod
+    def raw_fields(cls, config: ConnectorConfig, kind: RecordKind) -> dict[str, FieldType]:
+        """Raw fields a mapping may use for `kind`: the standard ones plus configured ones."""
+        fields = dict(cls.standard_raw_fields.get(kind, {}))
+        fields.update(config.custom_fields.get(kind, {}))
+        return fields
+
+    def ensure_kind(self, kind: RecordKind) -> None:
+        """Raise ConfigError when this connector does not read `kind`."""
+        if kind not in self.kinds:
+            raise ConfigError(f"{self.type_name} does not read record kind {kind.value!r}")
+
+    @abstractmethod
+    def check(self) -> CheckResult:
+        """Probe credentials and configuration with one cheap call."""
+
+    @abstractmethod
+    def read(
+        self, kind: RecordKind, window: Window, resume: Mapping[str, Any] | None = None
+    ) -> Iterator[Page]:
+        """Yield pages of `kind` records whose modification time is in `window`.
+
+        Deleted/archived records are yielded with `deleted=True`. When `resume` is a
+        checkpoint from an earlier page of the same window, reading continues after it.
+        """
+
+    def record_url(self, kind: RecordKind, source_id: str) -> str | None:  # noqa: ARG002
+        """A link to the record in the vendor's UI, for explanations; None if unknown."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
+        """Release network resources."""

@@ -1,0 +1,102 @@
+"""The one retry policy every connector uses.
+
+Every vendor call goes through `RetryPolicy.call`: it spends the run's request budget,
+throttles to the configured rate, retries transient faults with exponential backoff and
+full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"), honours
+Retry-After, and refreshes an expired session exactly once. Nothing else retries.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from connectors.errors import (
+    RateLimitedError,
+    RequestBudgetExceededError,
+    RetriableError,
+    SessionExpiredError,
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class RetryPolicy:
+    """Retry, throttle and budget settings for one sync run (or one check)."""
+
+    max_attempts: int = 5
+    base_delay_seconds: float = 0.5
+    max_delay_seconds: float = 30.0
+    #: A Retry-After longer than this fails the run instead of blocking a worker.
+    max_retry_after_seconds: float = 120.0
+    #: Total requests this run may make (None = unlimited); protects daily quotas.
+    request_budget: int | None = None
+    #: At most `rate_requests` per `rate_period_seconds` (None = no throttle).
+    rate_requests: int | None = None
+    rate_period_seconds: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    rng: random.Random = field(default_factory=random.Random)
+    requests_made: int = 0
+    retries: int = 0
+    _recent: deque[float] = field(default_factory=deque)
+
+    def call(
+        self, fn: Callable[[], T], *, reauthenticate: Callable[[], None] | None = None
+    ) -> T:
+        """Run `fn` (one vendor request) under the policy and return its result."""
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            self._spend()
+            try:
+                return fn()
+            except SessionExpiredError:
+                if reauthenticate is None or refreshed:
+                    raise
+                refreshed = True
+                reauthenticate()
+                attempt -= 1  # a refresh is not a failed attempt
+            except RateLimitedError as exc:
+                if attempt >= self.max_attempts:
+                    raise
+                delay = exc.retry_after_seconds
+                if delay is None:
+                    delay = self._backoff(attempt)
+                elif delay > self.max_retry_after_seconds:
+                    raise
+                self.retries += 1
+                self.sleep(delay)
+            except RetriableError:
+                if attempt >= self.max_attempts:
+                    raise
+                self.retries += 1
+                self.sleep(self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
+        return self.rng.uniform(0, cap)
+
+    def _spend(self) -> None:
+        if self.request_budget is not None and self.requests_made >= self.request_budget:
+            raise RequestBudgetExceededError(
+                f"request budget of {self.request_budget} requests for this run is spent",
+                used=self.requests_made,
+                limit=self.request_budget,
+            )
+        if self.rate_requests is not None:
+            now = self.monotonic()
+            while self._recent and now - self._recent[0] >= self.rate_period_seconds:
+                self._recent.popleft()
+            if len(self._recent) >= self.rate_requests:
+                self.sleep(self.rate_period_seconds - (now - self._recent[0]))
+                now = self.monotonic()
+                self._recent.popleft()
+            self._recent.append(now)
+        self.requests_made += 1
