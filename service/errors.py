@@ -1,0 +1,102 @@
+"""Domain errors and their RFC 9457 problem+json rendering."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class DomainError(Exception):
+    """An error a client can act on; rendered as problem+json with `status`."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class NotFoundError(DomainError):
+    """The resource does not exist in the caller's workspace."""
+
+    status = 404
+    title = "Not found"
+
+    def __init__(self, resource: str, ident: object, *, field: str | None = None) -> None:
+        super().__init__(f"{resource} {ident} not found", field=field)
+
+
+class InvalidError(DomainError):
+    """Input is well-formed but breaks a rule (target equal to start, a cycle, ...)."""
+
+    status = 422
+    title = "Invalid input"
+
+
+class ConflictError(DomainError):
+    """The request conflicts with what is stored (a duplicate name, a running sync)."""
+
+    status = 409
+    title = "Conflict"
+
+
+def problem(status: int, detail: str, *, title: str | None = None, **extra: Any) -> JSONResponse:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error the API can produce as problem+json."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
+        errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
+        return problem(exc.status, exc.detail, title=exc.title, field=exc.field, errors=errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            loc = list(err.get("loc", ()))
+            # Pydantic appends the union member or validator name; the field is what users need.
+            loc = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+            message = str(err.get("msg", "invalid"))
+            if err.get("type") == "json_invalid":
+                message = f"malformed JSON: {err.get('ctx', {}).get('error', message)}"
+            errors.append({"field": _location(loc), "message": message})
+        first = errors[0] if errors else {"field": None, "message": "invalid request"}
+        detail = (
+            f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
+        )
+        return problem(422, detail, title="Invalid input", field=first["field"], errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = problem(exc.status_code, str(exc.detail))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+        return problem(500, "internal error; the server log has the details")

@@ -1,0 +1,83 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+
+from service import db
+from service.clock import Clock, utc_now
+from service.errors import install_error_handlers, problem
+from service.okr.routes import router as okr_router
+from service.progress.routes import router as progress_router
+from service.settings import Settings, get_settings
+from service.workspaces.routes import router as workspaces_router
+
+try:
+    VERSION = version("okr-sync")
+except PackageNotFoundError:  # running from a source tree without installing
+    VERSION = "0.0.0"
+
+
+def startup(settings: Settings, engine: Engine, clock: Clock = utc_now) -> None:
+    """Migrate and load the demo, as configured (also run by `okr-sync serve`)."""
+    if settings.migrate_on_start:
+        db.upgrade(engine)
+    if settings.load_demo:
+        from service.demo import load_tartempion
+
+        with db.session_scope(engine) as session:
+            load_tartempion(session, clock())
+
+
+def create_app(
+    settings: Settings | None = None, engine: Engine | None = None, *, run_startup: bool = True
+) -> FastAPI:
+    """Build the app. Tests pass their own settings and engine."""
+    settings = settings or get_settings()
+    engine = engine or db.make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run_startup:
+            startup(settings, engine)
+        yield
+
+    app = FastAPI(
+        title="okr-sync",
+        version=VERSION,
+        summary="OKRs kept live from CRM and NPS survey data.",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+
+    api = APIRouter(prefix="/api/v1")
+    api.include_router(workspaces_router)
+    api.include_router(okr_router)
+    api.include_router(progress_router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], response_model=dict[str, str])
+    def readyz() -> JSONResponse:
+        """Readiness: the database answers."""
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return problem(503, f"database unavailable: {type(exc).__name__}")
+        return JSONResponse({"status": "ready"})
+
+    return app

@@ -1,0 +1,12 @@
+"""Every table, imported in one place so Alembic and tests see the whole schema."""
+
+from service.okr.models import (  # noqa: F401
+    Initiative,
+    InitiativeKeyResult,
+    KeyResult,
+    KeyResultValue,
+    Objective,
+    Period,
+    Team,
+)
+from service.workspaces.models import Workspace  # noqa: F401

@@ -1,0 +1,403 @@
+"""HTTP routes for teams, periods, objectives, key results, check-ins and initiatives."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlmodel import col, select
+
+from service.deps import ClockDep, CurrentWorkspace, SessionDep, SettingsDep
+from service.okr import service
+from service.okr.models import (
+    CheckInCreate,
+    Initiative,
+    InitiativeCreate,
+    InitiativeKeyResult,
+    InitiativePublic,
+    InitiativeStatus,
+    InitiativeUpdate,
+    KeyResult,
+    KeyResultCreate,
+    KeyResultPublic,
+    KeyResultUpdate,
+    KeyResultValue,
+    KeyResultValuePublic,
+    Objective,
+    ObjectiveCreate,
+    ObjectivePublic,
+    ObjectiveUpdate,
+    Period,
+    PeriodCreate,
+    PeriodPublic,
+    PeriodUpdate,
+    Team,
+    TeamCreate,
+    TeamPublic,
+    TeamUpdate,
+)
+from service.pagination import Page, decode_cursor, encode_cursor
+from service.progress.maths import Status
+from service.progress.service import key_result_progress, objectives_progress
+
+router = APIRouter()
+
+Limit = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+
+
+def _size(settings: SettingsDep, limit: int | None) -> int:
+    return min(limit or settings.page_limit_default, settings.page_limit_max)
+
+
+# ---------------------------------------------------------------------------- teams
+
+
+@router.get("/teams", response_model=Page[TeamPublic], tags=["teams"])
+def list_teams(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> Page[Any]:
+    """List the workspace's teams."""
+    query = select(Team).where(Team.workspace_id == ws.id)
+    rows, nxt = service.page_of(session, query, Team, _size(settings, limit), decode_cursor(cursor))
+    return Page(items=rows, next_cursor=nxt)
+
+
+@router.post("/teams", response_model=TeamPublic, status_code=201, tags=["teams"])
+def create_team(session: SessionDep, ws: CurrentWorkspace, data: TeamCreate) -> Team:
+    """Create a team, optionally under a parent team."""
+    team = service.create_team(session, ws, data)
+    session.commit()
+    return team
+
+
+@router.get("/teams/{team_id}", response_model=TeamPublic, tags=["teams"])
+def read_team(session: SessionDep, ws: CurrentWorkspace, team_id: int) -> Team:
+    """Read a team."""
+    return service.get_owned(session, Team, ws, team_id)
+
+
+@router.patch("/teams/{team_id}", response_model=TeamPublic, tags=["teams"])
+def update_team(session: SessionDep, ws: CurrentWorkspace, team_id: int, data: TeamUpdate) -> Team:
+    """Rename a team or move it under another parent."""
+    team = service.update_team(session, ws, service.get_owned(session, Team, ws, team_id), data)
+    session.commit()
+    return team
+
+
+@router.delete("/teams/{team_id}", status_code=204, tags=["teams"])
+def delete_team(session: SessionDep, ws: CurrentWorkspace, team_id: int) -> None:
+    """Delete a team that owns no objective and no sub-team."""
+    service.delete_team(session, service.get_owned(session, Team, ws, team_id))
+    session.commit()
+
+
+# ---------------------------------------------------------------------------- periods
+
+
+@router.get("/periods", response_model=Page[PeriodPublic], tags=["periods"])
+def list_periods(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> Page[Any]:
+    """List the workspace's periods."""
+    query = select(Period).where(Period.workspace_id == ws.id)
+    rows, nxt = service.page_of(
+        session, query, Period, _size(settings, limit), decode_cursor(cursor)
+    )
+    return Page(items=rows, next_cursor=nxt)
+
+
+@router.post("/periods", response_model=PeriodPublic, status_code=201, tags=["periods"])
+def create_period(session: SessionDep, ws: CurrentWorkspace, data: PeriodCreate) -> Period:
+    """Create a period `[start, end)` such as 2026 or 2026-Q1."""
+    period = service.create_period(session, ws, data)
+    session.commit()
+    return period
+
+
+@router.get("/periods/{period_id}", response_model=PeriodPublic, tags=["periods"])
+def read_period(session: SessionDep, ws: CurrentWorkspace, period_id: int) -> Period:
+    """Read a period."""
+    return service.get_owned(session, Period, ws, period_id)
+
+
+@router.patch("/periods/{period_id}", response_model=PeriodPublic, tags=["periods"])
+def update_period(
+    session: SessionDep, ws: CurrentWorkspace, period_id: int, data: PeriodUpdate
+) -> Period:
+    """Rename a period or change its dates."""
+    period = service.update_period(session, service.get_owned(session, Period, ws, period_id), data)
+    session.commit()
+    return period
+
+
+@router.delete("/periods/{period_id}", status_code=204, tags=["periods"])
+def delete_period(session: SessionDep, ws: CurrentWorkspace, period_id: int) -> None:
+    """Delete a period that has no objective."""
+    service.delete_period(session, service.get_owned(session, Period, ws, period_id))
+    session.commit()
+
+
+# ---------------------------------------------------------------------------- objectives
+
+
+@router.get("/objectives", response_model=Page[ObjectivePublic], tags=["objectives"])
+def list_objectives(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    clock: ClockDep,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    period: Annotated[str | None, Query(description="Period id or name.")] = None,
+    team: int | None = None,
+    status: Status | None = None,
+) -> Page[Any]:
+    """List objectives, filtered by period, team or progress status."""
+    query = select(Objective).where(Objective.workspace_id == ws.id)
+    if period is not None:
+        query = query.where(Objective.period_id == service.find_period(session, ws, period).id)
+    if team is not None:
+        query = query.where(Objective.team_id == team)
+    size = _size(settings, limit)
+    if status is None:
+        rows, nxt = service.page_of(session, query, Objective, size, decode_cursor(cursor))
+        return Page(items=rows, next_cursor=nxt)
+    # Status is computed, not stored: walk candidates in id order until the page is full.
+    items: list[Objective] = []
+    after = decode_cursor(cursor)
+    candidates = session.exec(query.where(col(Objective.id) > after).order_by(col(Objective.id)))
+    for objective in candidates:
+        if len(items) == size:
+            return Page(items=items, next_cursor=encode_cursor(items[-1].id or 0))
+        [progress] = objectives_progress(session, ws, [objective], clock())
+        if progress.status is status:
+            items.append(objective)
+    return Page(items=items, next_cursor=None)
+
+
+@router.post("/objectives", response_model=ObjectivePublic, status_code=201, tags=["objectives"])
+def create_objective(session: SessionDep, ws: CurrentWorkspace, data: ObjectiveCreate) -> Objective:
+    """Create an objective in a period, optionally aligned to a parent objective."""
+    objective = service.create_objective(session, ws, data)
+    session.commit()
+    return objective
+
+
+@router.get("/objectives/{objective_id}", response_model=ObjectivePublic, tags=["objectives"])
+def read_objective(session: SessionDep, ws: CurrentWorkspace, objective_id: int) -> Objective:
+    """Read an objective."""
+    return service.get_owned(session, Objective, ws, objective_id)
+
+
+@router.patch("/objectives/{objective_id}", response_model=ObjectivePublic, tags=["objectives"])
+def update_objective(
+    session: SessionDep, ws: CurrentWorkspace, objective_id: int, data: ObjectiveUpdate
+) -> Objective:
+    """Change an objective (title, period, team, parent, weight)."""
+    objective = service.get_owned(session, Objective, ws, objective_id)
+    service.update_objective(session, ws, objective, data)
+    session.commit()
+    return objective
+
+
+@router.delete("/objectives/{objective_id}", status_code=204, tags=["objectives"])
+def delete_objective(session: SessionDep, ws: CurrentWorkspace, objective_id: int) -> None:
+    """Delete an objective with its key results and their history."""
+    service.delete_objective(session, service.get_owned(session, Objective, ws, objective_id))
+    session.commit()
+
+
+# ---------------------------------------------------------------------------- key results
+
+
+@router.get("/key-results", response_model=Page[KeyResultPublic], tags=["key results"])
+def list_key_results(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    clock: ClockDep,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    objective: int | None = None,
+    period: Annotated[str | None, Query(description="Period id or name.")] = None,
+    team: int | None = None,
+    status: Status | None = None,
+) -> Page[Any]:
+    """List key results, filtered by objective, period, team or progress status."""
+    query = select(KeyResult).where(KeyResult.workspace_id == ws.id)
+    if objective is not None:
+        query = query.where(KeyResult.objective_id == objective)
+    if period is not None or team is not None:
+        query = query.join(Objective, col(Objective.id) == KeyResult.objective_id)
+        if period is not None:
+            query = query.where(Objective.period_id == service.find_period(session, ws, period).id)
+        if team is not None:
+            query = query.where(Objective.team_id == team)
+    size = _size(settings, limit)
+    if status is None:
+        rows, nxt = service.page_of(session, query, KeyResult, size, decode_cursor(cursor))
+        return Page(items=rows, next_cursor=nxt)
+    items: list[KeyResult] = []
+    candidates = session.exec(
+        query.where(col(KeyResult.id) > decode_cursor(cursor)).order_by(col(KeyResult.id))
+    )
+    for kr in candidates:
+        if len(items) == size:
+            return Page(items=items, next_cursor=encode_cursor(items[-1].id or 0))
+        [progress] = key_result_progress(session, ws, [kr], clock())
+        if progress.status is status:
+            items.append(kr)
+    return Page(items=items, next_cursor=None)
+
+
+@router.post("/key-results", response_model=KeyResultPublic, status_code=201, tags=["key results"])
+def create_key_result(
+    session: SessionDep, ws: CurrentWorkspace, data: KeyResultCreate
+) -> KeyResult:
+    """Create a key result under an objective."""
+    key_result = service.create_key_result(session, ws, data)
+    session.commit()
+    return key_result
+
+
+@router.get("/key-results/{key_result_id}", response_model=KeyResultPublic, tags=["key results"])
+def read_key_result(session: SessionDep, ws: CurrentWorkspace, key_result_id: int) -> KeyResult:
+    """Read a key result."""
+    return service.get_owned(session, KeyResult, ws, key_result_id)
+
+
+@router.patch("/key-results/{key_result_id}", response_model=KeyResultPublic, tags=["key results"])
+def update_key_result(
+    session: SessionDep, ws: CurrentWorkspace, key_result_id: int, data: KeyResultUpdate
+) -> KeyResult:
+    """Change a key result (kind, start, target, window...)."""
+    key_result = service.get_owned(session, KeyResult, ws, key_result_id)
+    service.update_key_result(session, ws, key_result, data)
+    session.commit()
+    return key_result
+
+
+@router.delete("/key-results/{key_result_id}", status_code=204, tags=["key results"])
+def delete_key_result(session: SessionDep, ws: CurrentWorkspace, key_result_id: int) -> None:
+    """Delete a key result and its history."""
+    session.delete(service.get_owned(session, KeyResult, ws, key_result_id))
+    session.commit()
+
+
+@router.post(
+    "/key-results/{key_result_id}/check-ins",
+    response_model=KeyResultValuePublic,
+    status_code=201,
+    tags=["key results"],
+)
+def create_check_in(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    clock: ClockDep,
+    key_result_id: int,
+    data: CheckInCreate,
+) -> KeyResultValue:
+    """Record a manual value (with a note) in the key result's history."""
+    key_result = service.get_owned(session, KeyResult, ws, key_result_id)
+    point = service.check_in(session, key_result, data, clock())
+    session.commit()
+    return point
+
+
+@router.get(
+    "/key-results/{key_result_id}/history",
+    response_model=Page[KeyResultValuePublic],
+    tags=["key results"],
+)
+def key_result_history(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    key_result_id: int,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> Page[Any]:
+    """The key result's value history, oldest first (check-ins and synced values)."""
+    service.get_owned(session, KeyResult, ws, key_result_id)
+    query = select(KeyResultValue).where(KeyResultValue.key_result_id == key_result_id)
+    rows, nxt = service.page_of(
+        session, query, KeyResultValue, _size(settings, limit), decode_cursor(cursor)
+    )
+    return Page(items=rows, next_cursor=nxt)
+
+
+# ---------------------------------------------------------------------------- initiatives
+
+
+@router.get("/initiatives", response_model=Page[InitiativePublic], tags=["initiatives"])
+def list_initiatives(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    limit: Limit = None,
+    cursor: Cursor = None,
+    status: InitiativeStatus | None = None,
+    key_result: int | None = None,
+) -> Page[InitiativePublic]:
+    """List initiatives, filtered by status or by the key result they serve."""
+    query = select(Initiative).where(Initiative.workspace_id == ws.id)
+    if status is not None:
+        query = query.where(Initiative.status == status)
+    if key_result is not None:
+        query = query.where(
+            col(Initiative.id).in_(
+                select(InitiativeKeyResult.initiative_id).where(
+                    InitiativeKeyResult.key_result_id == key_result
+                )
+            )
+        )
+    rows, nxt = service.page_of(
+        session, query, Initiative, _size(settings, limit), decode_cursor(cursor)
+    )
+    return Page(items=[service.initiative_public(session, r) for r in rows], next_cursor=nxt)
+
+
+@router.post("/initiatives", response_model=InitiativePublic, status_code=201, tags=["initiatives"])
+def create_initiative(
+    session: SessionDep, ws: CurrentWorkspace, data: InitiativeCreate
+) -> InitiativePublic:
+    """Create an initiative serving one or more key results."""
+    initiative = service.create_initiative(session, ws, data)
+    session.commit()
+    return service.initiative_public(session, initiative)
+
+
+@router.get("/initiatives/{initiative_id}", response_model=InitiativePublic, tags=["initiatives"])
+def read_initiative(
+    session: SessionDep, ws: CurrentWorkspace, initiative_id: int
+) -> InitiativePublic:
+    """Read an initiative."""
+    initiative = service.get_owned(session, Initiative, ws, initiative_id)
+    return service.initiative_public(session, initiative)
+
+
+@router.patch("/initiatives/{initiative_id}", response_model=InitiativePublic, tags=["initiatives"])
+def update_initiative(
+    session: SessionDep, ws: CurrentWorkspace, initiative_id: int, data: InitiativeUpdate
+) -> InitiativePublic:
+    """Change an initiative (status, progress, owner, linked key results...)."""
+    initiative = service.get_owned(session, Initiative, ws, initiative_id)
+    service.update_initiative(session, ws, initiative, data)
+    session.commit()
+    return service.initiative_public(session, initiative)
+
+
+@router.delete("/initiatives/{initiative_id}", status_code=204, tags=["initiatives"])
+def delete_initiative(session: SessionDep, ws: CurrentWorkspace, initiative_id: int) -> None:
+    """Delete an initiative."""
+    session.delete(service.get_owned(session, Initiative, ws, initiative_id))
+    session.commit()

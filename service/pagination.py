@@ -1,0 +1,39 @@
+"""Keyset pagination: `limit` + opaque `cursor`, ordered by id."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from service.errors import InvalidError
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list; pass `next_cursor` back as `cursor` for the next one."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(last_id: int) -> str:
+    """Opaque cursor for the row after `last_id`."""
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    """The id a cursor stands for (0 when absent); a bad cursor is a 422 naming `cursor`."""
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "id":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidError("cursor is not one this API issued", field="cursor") from None

@@ -1,0 +1,169 @@
+"""Progress, expected progress, status and forecast: the maths of PRODUCT.md, pure.
+
+Every function here is total: no input makes it raise or return NaN.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from service.okr.models import KeyResultKind, Unit
+
+#: Forecasts start once this fraction of the window has elapsed (PRODUCT.md).
+FORECAST_MIN_ELAPSED = 0.10
+
+
+class Status(enum.StrEnum):
+    no_data = "no_data"
+    achieved = "achieved"
+    on_track = "on_track"
+    at_risk = "at_risk"
+    off_track = "off_track"
+
+
+@dataclass(frozen=True, slots=True)
+class Margins:
+    """How far below expected progress a key result may be and still be on track / at risk."""
+
+    on_track: float = 0.10
+    at_risk: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    progress: float
+    expected_progress: float
+    status: Status
+    forecast: float | None
+
+
+def clamp01(x: float) -> float:
+    """`x` clamped to [0, 1]; NaN counts as 0."""
+    if math.isnan(x):
+        return 0.0
+    return min(1.0, max(0.0, x))
+
+
+def window_bounds(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The half-open window `[start, end)` of local days as aware datetimes.
+
+    Local midnight is taken in `tz`, so a window in Europe/Paris across the March DST change
+    is one hour shorter in absolute time, as it really is.
+    """
+    return (
+        datetime.combine(start, time.min, tzinfo=tz),
+        datetime.combine(end, time.min, tzinfo=tz),
+    )
+
+
+def elapsed_fraction(window_start: datetime, window_end: datetime, now: datetime) -> float:
+    """Expected progress: the elapsed fraction of the window at `now`, clamped to 0..1."""
+    if now >= window_end:
+        return 1.0
+    if now <= window_start:
+        return 0.0
+    total = (window_end - window_start).total_seconds()
+    return clamp01((now - window_start).total_seconds() / total)
+
+
+def _linear(start: float, target: float, value: float) -> float:
+    if target == start:
+        return 0.0
+    return clamp01((value - start) / (target - start))
+
+
+def progress_of(
+    kind: KeyResultKind, start: float | None, target: float, value: float | None
+) -> float:
+    """Progress of `value` from `start` to `target`, 0..1 (0 when there is no value)."""
+    if value is None or math.isnan(value):
+        return 0.0
+    if kind is KeyResultKind.milestone:
+        return 1.0 if value >= target else 0.0
+    if kind is KeyResultKind.at_least:
+        if value >= target:
+            return 1.0
+        return _linear(start, target, value) if start is not None else 0.0
+    if kind is KeyResultKind.at_most:
+        if value <= target:
+            return 1.0
+        return _linear(start, target, value) if start is not None else 0.0
+    # increase / decrease: the sign of (target - start) carries the direction.
+    return _linear(start if start is not None else 0.0, target, value)
+
+
+def status_of(value: float | None, progress: float, expected: float, margins: Margins) -> Status:
+    """The status of PRODUCT.md from progress and expected progress."""
+    if value is None:
+        return Status.no_data
+    if progress >= 1.0:
+        return Status.achieved
+    if progress >= expected - margins.on_track:
+        return Status.on_track
+    if progress >= expected - margins.at_risk:
+        return Status.at_risk
+    return Status.off_track
+
+
+def accumulates(kind: KeyResultKind, unit: Unit) -> bool:
+    """Whether the value grows over the window (counts, sums) rather than being a level.
+
+    Levels (rates in percent, scores such as NPS, thresholds, milestones) carry no trend in
+    a single value, so their linear projection is flat; accumulations project linearly from
+    where they started.
+    """
+    return kind in (KeyResultKind.increase, KeyResultKind.decrease) and unit in (
+        Unit.count,
+        Unit.currency,
+    )
+
+
+def forecast_of(
+    kind: KeyResultKind,
+    unit: Unit,
+    start: float | None,
+    value: float | None,
+    elapsed: float,
+) -> float | None:
+    """Linear projection of `value` to the end of the window, once 10% of it has elapsed."""
+    if value is None or math.isnan(value) or elapsed < FORECAST_MIN_ELAPSED:
+        return None
+    if not accumulates(kind, unit):
+        return value
+    base = start if start is not None else 0.0
+    return base + (value - base) / elapsed
+
+
+def compute(
+    *,
+    kind: KeyResultKind,
+    unit: Unit,
+    start: float | None,
+    target: float,
+    value: float | None,
+    window_start: datetime,
+    window_end: datetime,
+    now: datetime,
+    margins: Margins,
+) -> Figures:
+    """All progress figures of one key result at `now`."""
+    expected = elapsed_fraction(window_start, window_end, now)
+    progress = progress_of(kind, start, target, value)
+    return Figures(
+        progress=progress,
+        expected_progress=expected,
+        status=status_of(value, progress, expected, margins),
+        forecast=forecast_of(kind, unit, start, value, expected),
+    )
+
+
+def weighted_mean(pairs: list[tuple[float, float]]) -> float:
+    """Weighted mean of (progress, weight) pairs; 0 for none."""
+    total = sum(w for _, w in pairs)
+    if total <= 0:
+        return 0.0
+    return clamp01(sum(p * w for p, w in pairs) / total)

@@ -1,0 +1,58 @@
+"""The one validated configuration of the service, read from `OKR_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings. Units are part of the names."""
+
+    model_config = SettingsConfigDict(env_prefix="OKR_", env_file=".env", extra="ignore")
+
+    #: SQLAlchemy URL. SQLite by default; `postgresql://...` uses psycopg 3.
+    database_url: str = "sqlite:///okr-sync.db"
+    #: Upgrade the schema when the service starts (`okr-sync db upgrade` does it explicitly).
+    migrate_on_start: bool = True
+    #: Load the Tartempion example (idempotent) when the service starts.
+    load_demo: bool = True
+    #: Which roles this process plays: the API, the sync scheduler, or both.
+    role: Literal["all", "api", "worker"] = "all"
+    #: How often the scheduler looks for connectors that are due.
+    scheduler_tick_seconds: float = Field(default=5.0, gt=0)
+    #: Re-read this far behind the last checkpoint, so late or equal timestamps are not missed.
+    sync_overlap_seconds: int = Field(default=300, ge=0)
+    #: Records committed per transaction, at most (vendor pages larger than this are split).
+    sync_commit_records: int = Field(default=2000, ge=1)
+    #: How long a worker holds a connector's sync lease before another may take it over.
+    sync_lease_seconds: int = Field(default=900, ge=10)
+    #: Request timeout for every vendor call.
+    connector_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Retries of a transient vendor fault before a run fails.
+    connector_max_attempts: int = Field(default=5, ge=1)
+    #: Default share of vendor requests one run may spend (None = unlimited).
+    connector_request_budget: int | None = Field(default=None, ge=1)
+    #: Extra CA bundle (PEM) for TLS-inspecting proxies; None = system trust store.
+    connector_ca_bundle: str | None = None
+    #: Default page size of list endpoints, and its maximum.
+    page_limit_default: int = Field(default=50, ge=1)
+    page_limit_max: int = Field(default=500, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg3(cls, url: str) -> str:
+        # SQLAlchemy's bare "postgresql://" means psycopg2, which we do not ship.
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests override the `get_settings` dependency instead)."""
+    return Settings()

@@ -1,0 +1,73 @@
+"""Workspaces: one company (or one client of a consultancy), isolated from the others."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import field_validator, model_validator
+from sqlmodel import Field, SQLModel
+
+from service.clock import utc_now
+from service.db_types import UTCDateTime
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+def check_timezone(value: str) -> str:
+    """Return `value` when it names an IANA time zone, else raise ValueError."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
+        ) from None
+    return value
+
+
+class WorkspaceBase(SQLModel):
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    #: A key result is on track while progress >= expected - on_track_margin.
+    on_track_margin: float = Field(default=0.10, ge=0, le=1)
+    #: ... and at risk while progress >= expected - at_risk_margin.
+    at_risk_margin: float = Field(default=0.25, ge=0, le=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    @model_validator(mode="after")
+    def _margins(self) -> WorkspaceBase:
+        if self.at_risk_margin < self.on_track_margin:
+            raise ValueError("at_risk_margin must be >= on_track_margin")
+        return self
+
+
+class Workspace(WorkspaceBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class WorkspaceCreate(WorkspaceBase):
+    slug: str = Field(regex=SLUG_PATTERN, max_length=64)
+
+
+class WorkspaceUpdate(SQLModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    on_track_margin: float | None = Field(default=None, ge=0, le=1)
+    at_risk_margin: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
+
+
+class WorkspacePublic(WorkspaceBase):
+    id: int
+    slug: str
+    created_at: datetime

@@ -1,0 +1,85 @@
+"""HTTP routes for workspaces."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from service.deps import SessionDep, SettingsDep
+from service.errors import ConflictError, InvalidError, NotFoundError
+from service.okr.service import page_of
+from service.pagination import Page, decode_cursor
+from service.workspaces.models import (
+    Workspace,
+    WorkspaceCreate,
+    WorkspacePublic,
+    WorkspaceUpdate,
+)
+
+router = APIRouter(prefix="/workspaces", tags=["workspaces"])
+
+
+def _get(session: SessionDep, slug: str) -> Workspace:
+    found = session.exec(select(Workspace).where(Workspace.slug == slug)).first()
+    if found is None:
+        raise NotFoundError("workspace", repr(slug))
+    return found
+
+
+@router.get("", response_model=Page[WorkspacePublic])
+def list_workspaces(
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: str | None = None,
+) -> Page[WorkspacePublic]:
+    """List workspaces."""
+    size = min(limit or settings.page_limit_default, settings.page_limit_max)
+    rows, nxt = page_of(session, select(Workspace), Workspace, size, decode_cursor(cursor))
+    return Page(items=[WorkspacePublic.model_validate(r) for r in rows], next_cursor=nxt)
+
+
+@router.post("", response_model=WorkspacePublic, status_code=201)
+def create_workspace(session: SessionDep, data: WorkspaceCreate) -> Workspace:
+    """Create a workspace (one company, isolated from the others)."""
+    workspace = Workspace(**data.model_dump())
+    session.add(workspace)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(f"workspace {data.slug!r} already exists", field="slug") from None
+    return workspace
+
+
+@router.get("/{slug}", response_model=WorkspacePublic)
+def read_workspace(session: SessionDep, slug: str) -> Workspace:
+    """Read a workspace by slug."""
+    return _get(session, slug)
+
+
+@router.patch("/{slug}", response_model=WorkspacePublic)
+def update_workspace(session: SessionDep, slug: str, data: WorkspaceUpdate) -> Workspace:
+    """Change a workspace's name, time zone or status margins."""
+    workspace = _get(session, slug)
+    changes = data.model_dump(exclude_unset=True)
+    for key, value in changes.items():
+        if value is None:
+            raise InvalidError(f"{key} cannot be null", field=key)
+    on_track = changes.get("on_track_margin", workspace.on_track_margin)
+    if changes.get("at_risk_margin", workspace.at_risk_margin) < on_track:
+        raise InvalidError("at_risk_margin must be >= on_track_margin", field="at_risk_margin")
+    for key, value in changes.items():
+        setattr(workspace, key, value)
+    session.commit()
+    return workspace
+
+
+@router.delete("/{slug}", status_code=204)
+def delete_workspace(session: SessionDep, slug: str) -> None:
+    """Delete a workspace and everything in it."""
+    session.delete(_get(session, slug))
+    session.commit()

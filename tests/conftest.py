@@ -1,0 +1,143 @@
+"""Shared fixtures: a clean database per test (SQLite, or PostgreSQL when
+OKR_TEST_DATABASE_URL is set), the app over httpx, and a frozen clock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, make_url, text
+from sqlmodel import Session
+
+from service import db
+from service.deps import get_clock
+from service.main import create_app
+from service.settings import Settings
+
+PG_URL = os.environ.get("OKR_TEST_DATABASE_URL")
+#: The moment tests freeze "now" at, unless they choose another.
+FROZEN_NOW = datetime(2026, 7, 2, 12, 0, tzinfo=UTC)
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _pg_database(base_url: str) -> str:
+    """A database of our own per xdist worker, created and migrated once."""
+    url = make_url(Settings(database_url=base_url).database_url)
+    name = f"{url.database}_okr_{_worker()}"
+    admin = db.make_engine(
+        url.set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def _migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a migrated, empty database (a template file for SQLite)."""
+    if PG_URL:
+        url = _pg_database(PG_URL)
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        engine.dispose()
+        yield url
+    else:
+        path = tmp_path_factory.mktemp("db") / "template.db"
+        engine = db.make_engine(f"sqlite:///{path}")
+        db.upgrade(engine)
+        engine.dispose()
+        yield str(path)
+
+
+def _truncate_all(engine: Engine) -> None:
+    with engine.begin() as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                    "AND tablename <> 'alembic_version'"
+                )
+            )
+        ]
+        if tables:
+            quoted = ", ".join(f'"{t}"' for t in tables)
+            conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def database_url(_migrated: str, tmp_path: Path) -> str:
+    """A clean, migrated database for this test."""
+    if PG_URL:
+        engine = db.make_engine(_migrated)
+        _truncate_all(engine)
+        engine.dispose()
+        return _migrated
+    path = tmp_path / "okr.db"
+    shutil.copyfile(_migrated, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    """Settings for tests: no demo, no startup migration (the template is migrated)."""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "migrate_on_start": False,
+        "load_demo": False,
+        "role": "api",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+class FrozenClock:
+    """A clock tests can move."""
+
+    def __init__(self, now: datetime = FROZEN_NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def app(database_url: str, engine: Engine, clock: FrozenClock) -> FastAPI:
+    app = create_app(make_settings(database_url), engine)
+    app.dependency_overrides[get_clock] = lambda: clock
+    return app
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
