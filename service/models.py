@@ -9,4 +9,5 @@ from service.okr.models import (  # noqa: F401
     Period,
     Team,
 )
+from service.sync.models import Connector, SyncedRecord, SyncRun, SyncState  # noqa: F401
 from service.workspaces.models import Workspace  # noqa: F401

@@ -1,0 +1,216 @@
+"""Connectors configured in a workspace, their synced records, checkpoints and runs."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import field_validator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from service.clock import utc_now
+from service.db_types import UTCDateTime
+from service.okr.models import workspace_fk
+
+#: JSON on SQLite, JSONB on PostgreSQL (binary, so `->>` extraction is cheap).
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+#: Amounts are stored exactly as integers of 1/10,000 of the currency unit.
+AMOUNT_SCALE = 10_000
+
+
+def _connector_fk() -> Any:
+    return Column(Integer, ForeignKey("connector.id", ondelete="CASCADE"), nullable=False)
+
+
+class RunStatus(enum.StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class RunTrigger(enum.StrEnum):
+    manual = "manual"
+    schedule = "schedule"
+
+
+# ---------------------------------------------------------------------------- connectors
+
+
+class ConnectorBase(SQLModel):
+    name: str = Field(min_length=1, max_length=200)
+    #: Connector type: salesforce, hubspot, delighted or demo.
+    type: str = Field(max_length=32)
+    #: Non-secret configuration, validated by the connector type's config model.
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    #: Record kinds to sync (default: every kind the connector reads).
+    kinds: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    #: How often scheduled syncs run; values older than this are flagged stale.
+    sync_interval_seconds: int = Field(default=900, ge=60, le=7 * 86400)
+    enabled: bool = True
+
+
+class Connector(ConnectorBase, table=True):
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(sa_column=workspace_fk())
+    #: Secrets, write-only over the API. Stored through `service.sync.secrets` so that
+    #: encryption at rest plugs in there.
+    secrets: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    last_success_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_run_status: str | None = Field(default=None, max_length=16)
+    #: Sync lease: one worker at a time per connector (scaled deployments).
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ConnectorCreate(ConnectorBase):
+    secrets: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class ConnectorUpdate(SQLModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    config: dict[str, Any] | None = None
+    #: Only the secret fields given are replaced; the others are kept.
+    secrets: dict[str, Any] | None = None
+    kinds: list[str] | None = None
+    sync_interval_seconds: int | None = Field(default=None, ge=60, le=7 * 86400)
+    enabled: bool | None = None
+
+
+class ConnectorPublic(ConnectorBase):
+    id: int
+    created_at: datetime
+    last_success_at: datetime | None
+    last_run_status: str | None
+    #: Names of the secrets that are set (their values are never returned).
+    secrets_set: list[str]
+    stale: bool
+
+
+class CheckPublic(SQLModel):
+    ok: bool
+    detail: str
+    quota_used: int | None = None
+    quota_limit: int | None = None
+
+
+# ---------------------------------------------------------------------------- records
+
+
+class SyncedRecord(SQLModel, table=True):
+    """One source record as last synced (normalised columns + the vendor's raw fields)."""
+
+    __tablename__ = "record"
+    __table_args__ = (
+        UniqueConstraint("connector_id", "kind", "source_id", name="uq_record_source"),
+        Index("ix_record_created", "connector_id", "kind", "created_at"),
+        Index("ix_record_closed", "connector_id", "kind", "close_date"),
+        Index("ix_record_modified", "connector_id", "kind", "modified_at"),
+    )
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    )
+    workspace_id: int = Field(sa_column=workspace_fk())
+    connector_id: int = Field(sa_column=_connector_fk())
+    kind: str = Field(sa_column=Column(String(32), nullable=False))
+    source_id: str = Field(sa_column=Column(String(255), nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    modified_at: datetime = Field(sa_type=UTCDateTime)
+    deleted: bool = False
+    close_date: date | None = None
+    status: str | None = Field(default=None, max_length=255)
+    stage: str | None = Field(default=None, max_length=255)
+    is_closed: bool | None = None
+    is_won: bool | None = None
+    #: Amount × AMOUNT_SCALE, exact (never a float).
+    amount_e4: int | None = Field(default=None, sa_column=Column(BigInteger))
+    currency: str | None = Field(default=None, max_length=3)
+    lead_source: str | None = Field(default=None, max_length=255)
+    owner: str | None = Field(default=None, max_length=255)
+    deal_type: str | None = Field(default=None, max_length=255)
+    score: int | None = Field(default=None, sa_column=Column(SmallInteger))
+    email: str | None = Field(default=None, max_length=320)
+    raw: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    synced_at: datetime = Field(sa_type=UTCDateTime)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+class SyncState(SQLModel, table=True):
+    """Where incremental sync of one (connector, kind) stands.
+
+    `watermark` is the end of the last fully read window. While a window is being read,
+    `window_start`/`window_end` and the last committed page's `resume` checkpoint are kept,
+    so a crash resumes inside the window instead of restarting it.
+    """
+
+    __tablename__ = "sync_state"
+    connector_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("connector.id", ondelete="CASCADE"), primary_key=True)
+    )
+    kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    watermark: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    window_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    window_end: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    resume: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+class SyncRunBase(SQLModel):
+    connector_id: int
+    trigger: RunTrigger = Field(sa_column=Column(String(16), nullable=False))
+    status: RunStatus = Field(sa_column=Column(String(16), nullable=False))
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    duration_ms: int | None = None
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    requests: int = 0
+    retries: int = 0
+    error_class: str | None = Field(default=None, max_length=64)
+    #: Why the run failed, secrets redacted.
+    error_message: str | None = Field(default=None, max_length=4000)
+    #: Per-kind counts, windows and vendor quota figures.
+    details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class SyncRun(SyncRunBase, table=True):
+    __tablename__ = "sync_run"
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(sa_column=workspace_fk())
+    connector_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("connector.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+
+
+class SyncRunPublic(SyncRunBase):
+    id: int

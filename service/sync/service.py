@@ -1,0 +1,164 @@
+"""Connector configuration in a workspace: validation, instantiation, CRUD. Functions flush."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from connectors.base import Connector as VendorConnector
+from connectors.base import ConnectorConfig, ConnectorSecrets, RecordKind, Runtime
+from connectors.registry import connector_types
+from service.errors import ConflictError, InvalidError
+from service.okr.service import wid
+from service.sync import secrets as secret_store
+from service.sync.models import Connector, ConnectorCreate, ConnectorPublic, ConnectorUpdate
+from service.workspaces.models import Workspace
+
+
+def connector_class(type_name: str, *, field: str = "type") -> type[VendorConnector]:
+    """The connector class for `type_name`, or a 422 naming `field`."""
+    types = connector_types()
+    if type_name not in types:
+        known = ", ".join(sorted(types))
+        raise InvalidError(f"unknown connector type {type_name!r} (known: {known})", field=field)
+    return types[type_name]
+
+
+def _field_of(exc: ValidationError, prefix: str) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    return (f"{prefix}.{loc}" if loc else prefix), str(err.get("msg", "invalid"))
+
+
+def validated_config(type_name: str, config: dict[str, Any]) -> ConnectorConfig:
+    """The connector type's config model built from `config`, or a 422 naming the field."""
+    cls = connector_class(type_name)
+    try:
+        return cls.config_model.model_validate(config)
+    except ValidationError as exc:
+        field, message = _field_of(exc, "config")
+        raise InvalidError(f"{field}: {message}", field=field) from None
+
+
+def validated_secrets(type_name: str, secrets: dict[str, Any]) -> ConnectorSecrets:
+    """The connector type's secrets model built from `secrets`, or a 422 naming the field."""
+    cls = connector_class(type_name)
+    try:
+        return cls.secrets_model.model_validate(secrets)
+    except ValidationError as exc:
+        field, message = _field_of(exc, "secrets")
+        # Never echo a secret value back: pydantic messages may quote the input.
+        message = secret_store.redact(message, secrets.values())
+        raise InvalidError(f"{field}: {message}", field=field) from None
+
+
+def validated_kinds(type_name: str, kinds: list[str] | None) -> list[str] | None:
+    """`kinds` checked against what the connector reads (None = all)."""
+    if kinds is None:
+        return None
+    cls = connector_class(type_name)
+    readable = {k.value for k in cls.kinds}
+    for kind in kinds:
+        if kind not in readable:
+            raise InvalidError(
+                f"{type_name} does not read {kind!r} (it reads: {', '.join(sorted(readable))})",
+                field="kinds",
+            )
+    if not kinds:
+        raise InvalidError("give at least one kind, or omit kinds for all", field="kinds")
+    return list(dict.fromkeys(kinds))
+
+
+def enabled_kinds(row: Connector) -> list[RecordKind]:
+    """The kinds this connector syncs."""
+    cls = connector_class(row.type)
+    if row.kinds is None:
+        return sorted(cls.kinds, key=lambda k: k.value)
+    return [RecordKind(k) for k in row.kinds]
+
+
+def build_connector(row: Connector, runtime: Runtime | None = None) -> VendorConnector:
+    """A live connector instance for the stored row."""
+    cls = connector_class(row.type)
+    config = cls.config_model.model_validate(row.config)
+    secrets = cls.secrets_model.model_validate(secret_store.unseal(row.secrets))
+    return cls(config, secrets, runtime)
+
+
+def is_stale(row: Connector, now: datetime) -> bool:
+    """Whether the connector has not synced successfully within its expected interval."""
+    if row.last_success_at is None:
+        return True
+    return (now - row.last_success_at).total_seconds() > row.sync_interval_seconds
+
+
+def public(row: Connector, now: datetime) -> ConnectorPublic:
+    """The connector as the API shows it: secrets reduced to their names."""
+    assert row.id is not None
+    return ConnectorPublic(
+        id=row.id,
+        name=row.name,
+        type=row.type,
+        config=row.config,
+        kinds=row.kinds,
+        sync_interval_seconds=row.sync_interval_seconds,
+        enabled=row.enabled,
+        created_at=row.created_at,
+        last_success_at=row.last_success_at,
+        last_run_status=row.last_run_status,
+        secrets_set=sorted(k for k, v in secret_store.unseal(row.secrets).items() if v),
+        stale=is_stale(row, now),
+    )
+
+
+def _flush(session: Session, name: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(f"a connector named {name!r} already exists", field="name") from None
+
+
+def create_connector(session: Session, ws: Workspace, data: ConnectorCreate) -> Connector:
+    """Validate and store a connector."""
+    config = validated_config(data.type, data.config)
+    secrets = validated_secrets(data.type, data.secrets)
+    row = Connector(
+        workspace_id=wid(ws),
+        name=data.name,
+        type=data.type,
+        config=config.model_dump(mode="json", exclude_unset=True),
+        secrets=secret_store.seal(secrets.model_dump(mode="json", exclude_none=True)),
+        kinds=validated_kinds(data.type, data.kinds),
+        sync_interval_seconds=data.sync_interval_seconds,
+        enabled=data.enabled,
+    )
+    session.add(row)
+    _flush(session, data.name)
+    return row
+
+
+def update_connector(session: Session, row: Connector, data: ConnectorUpdate) -> Connector:
+    """Change a connector; secrets given replace those of the same name."""
+    changes = data.model_dump(exclude_unset=True)
+    for key in ("name", "config", "secrets", "sync_interval_seconds", "enabled"):
+        if key in changes and changes[key] is None:
+            raise InvalidError(f"{key} cannot be null", field=key)
+    if "config" in changes:
+        config = validated_config(row.type, changes["config"])
+        row.config = config.model_dump(mode="json", exclude_unset=True)
+    if "secrets" in changes:
+        merged = secret_store.unseal(row.secrets) | changes["secrets"]
+        secrets = validated_secrets(row.type, merged)
+        row.secrets = secret_store.seal(secrets.model_dump(mode="json", exclude_none=True))
+    if "kinds" in changes:
+        row.kinds = validated_kinds(row.type, changes["kinds"])
+    for key in ("name", "sync_interval_seconds", "enabled"):
+        if key in changes:
+            setattr(row, key, changes[key])
+    _flush(session, row.name)
+    return row
