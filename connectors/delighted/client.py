@@ -1,0 +1,164 @@
+"""A thin httpx client for the Delighted REST API v1.
+
+One method call is one HTTP request and maps every failure onto the connector error
+groups (`connectors.errors`); it never retries: the caller wraps each call in the run's
+`RetryPolicy`. Messages never contain the API key (it travels only in the Basic auth
+header, and every message is redacted anyway as a second line of defence).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import ssl
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from connectors.errors import (
+    AuthError,
+    ConfigError,
+    RateLimitedError,
+    RetriableError,
+    SourceDataError,
+)
+
+#: Delighted's documented maximum for `per_page` (https://delighted.com/docs/api).
+MAX_PER_PAGE = 100
+
+_REDACTED = "[redacted]"
+
+#: Query parameters as pairs: `expand[]` may repeat, so a dict will not do.
+_Params = list[tuple[str, str | int | float | bool | None]]
+
+
+class DelightedClient:
+    """Authenticated access to the two endpoints the connector uses."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_seconds: float,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self._api_key = api_key
+        # An SSLContext built from the bundle is what httpx does with `verify=<path>`;
+        # building it here avoids httpx 0.28's deprecation warning for string paths.
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        )
+        self._http = httpx.Client(
+            base_url=base_url,
+            # Delighted: HTTP Basic with the API key as user name and an empty password.
+            auth=httpx.BasicAuth(api_key, ""),
+            timeout=timeout_seconds,
+            verify=verify,
+            headers={"Accept": "application/json", "User-Agent": "okr-sync"},
+        )
+
+    def list_survey_responses(
+        self, *, updated_since: int, updated_until: int, page: int, per_page: int
+    ) -> list[Any]:
+        """One page of `GET /survey_responses.json`, oldest `updated_at` first, person expanded.
+
+        Both bounds are unix seconds and inclusive on Delighted's side.
+        """
+        params: _Params = [
+            ("updated_since", updated_since),
+            ("updated_until", updated_until),
+            ("order", "asc:updated_at"),
+            ("per_page", per_page),
+            ("page", page),
+            ("expand[]", "person"),
+        ]
+        body = self._get_json("/survey_responses.json", params)
+        if not isinstance(body, list):
+            raise SourceDataError(
+                "Delighted GET /survey_responses.json: expected a JSON list, "
+                f"got {type(body).__name__}"
+            )
+        return body
+
+    def metrics(self) -> dict[str, Any]:
+        """`GET /metrics.json`: a cheap authenticated call, used as the credentials probe."""
+        body = self._get_json("/metrics.json", None)
+        if not isinstance(body, dict):
+            raise SourceDataError(
+                f"Delighted GET /metrics.json: expected a JSON object, got {type(body).__name__}"
+            )
+        return body
+
+    def close(self) -> None:
+        """Close the underlying connection pool."""
+        self._http.close()
+
+    def _get_json(self, path: str, params: _Params | None) -> Any:
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            raise RetriableError(
+                self._redact(f"Delighted GET {path} timed out ({type(exc).__name__})")
+            ) from exc
+        except httpx.TransportError as exc:
+            raise RetriableError(
+                self._redact(f"Delighted GET {path} failed: {type(exc).__name__}: {exc}")
+            ) from exc
+        self._raise_for_status(path, response)
+        try:
+            return response.json()
+        except ValueError:
+            # No chaining: the decoder's message quotes the body, which we do not echo.
+            raise SourceDataError(f"Delighted GET {path}: response is not valid JSON") from None
+
+    def _raise_for_status(self, path: str, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        where = f"Delighted GET {path} answered {status}"
+        if status == 401:
+            raise AuthError(f"{where}: the API key was rejected")
+        if status == 403:
+            # Documented as "API feature not available on your current plan": a person has
+            # to act on the account, retrying cannot help.
+            raise AuthError(f"{where}: the API is not available to this key or plan")
+        if status == 429:
+            raise RateLimitedError(
+                f"{where}: rate limited",
+                retry_after_seconds=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status >= 500:
+            raise RetriableError(where)
+        excerpt = self._redact(response.text[:200])
+        if status == 404:
+            raise ConfigError(f"{where}: not found, check base_url ({excerpt})")
+        raise ConfigError(f"{where}: request rejected ({excerpt})")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, _REDACTED) if self._api_key else text
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date, RFC 9110).
+
+    Delighted documents delta-seconds; the date form is accepted because proxies in front
+    of it may send one. Unparseable values give None (the retry policy then backs off).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
