@@ -1,0 +1,524 @@
+"""The only module that talks HTTP to Salesforce, and the only one importing simple-salesforce.
+
+Every public method of `SalesforceClient` makes exactly one HTTP request and raises only
+`connectors.errors` exceptions. The connector wraps each call in the run's `RetryPolicy`, so
+nothing here retries. simple-salesforce's own re-login loop stays inert because we build
+`Salesforce` from a session id: `_call_salesforce` only re-logs in when it holds a login
+partial (simple_salesforce/api.py, `_call_salesforce`), and ours never does.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import SalesforceError
+from simple_salesforce.format import format_soql
+from simple_salesforce.util import call_salesforce
+
+from connectors.errors import (
+    AuthError,
+    ConfigError,
+    QuotaExceededError,
+    RateLimitedError,
+    RetriableError,
+    SessionExpiredError,
+    SourceDataError,
+)
+
+T = TypeVar("T")
+
+#: `Sforce-Limit-Info: api-usage=18/5000` (REST API Developer Guide, "Limit Info Header":
+#: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_api_usage.htm).
+_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+#: Bulk API 2.0 job ids are record ids (15 or 18 alphanumerics); anything else in a URL
+#: path we build is refused rather than followed.
+_JOB_ID = re.compile(r"^[A-Za-z0-9]{15,18}$")
+_REDACTED = "[redacted]"
+#: Secrets shorter than this are not searched for in messages: redacting "a" would shred
+#: every message, and such a value cannot be a real Salesforce secret anyway.
+_MIN_REDACT_LEN = 4
+
+
+class AuthFlow(enum.StrEnum):
+    """How the connector obtains an access token from `{login_url}/services/oauth2/token`."""
+
+    #: OAuth 2.0 username-password flow: client id/secret + username + password&token.
+    password = "password"
+    #: OAuth 2.0 client-credentials flow: client id/secret of an app with a run-as user.
+    client_credentials = "client_credentials"
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """Plain-text credentials for one login. `repr` is suppressed so they never get logged."""
+
+    flow: AuthFlow
+    client_id: str
+    client_secret: str
+    username: str = ""
+    password: str = ""
+    security_token: str = ""
+
+    def __repr__(self) -> str:
+        return f"Credentials(flow={self.flow.value!r}, ...)"
+
+    def secret_values(self) -> list[str]:
+        """Every value that must never appear in an error message."""
+        values = [self.client_id, self.client_secret, self.password, self.security_token]
+        values.append(self.password + self.security_token)
+        return [v for v in values if len(v) >= _MIN_REDACT_LEN]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryBatch:
+    """One REST query batch: `records` still carry their `attributes`."""
+
+    records: list[dict[str, Any]]
+    done: bool
+    next_records_url: str | None
+    total_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BulkJobStatus:
+    """State of a Bulk API 2.0 query job (`UploadComplete`, `InProgress`, `JobComplete`,
+    `Failed`, `Aborted`)."""
+
+    state: str
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResults:
+    """One set of Bulk API 2.0 query results: CSV rows (strings) and the next locator."""
+
+    header: list[str]
+    rows: list[list[str]]
+    #: None once Salesforce answers `Sforce-Locator: null` (no more results).
+    locator: str | None
+
+
+class QueryLocatorExpiredError(SourceDataError):
+    """`INVALID_QUERY_LOCATOR`: a queryMore cursor expired or was evicted.
+
+    Salesforce keeps at most a handful of open cursors per user and drops idle ones (SOQL and
+    SOSL Reference, "Query Locators"); the caller restarts the query from its keyset position
+    instead of retrying the dead cursor.
+    """
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """Gives every request a timeout (simple-salesforce never passes one), pins the CA
+    bundle, and remembers the last `Sforce-Limit-Info` header (its exceptions drop headers).
+
+    The CA bundle is applied here rather than only on `Session.verify` because requests lets
+    the `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` environment variables override a session's
+    `verify` (requests `Session.merge_environment_settings`).
+    """
+
+    def __init__(self, timeout_seconds: float, ca_bundle: str | None) -> None:
+        super().__init__()
+        self.timeout_seconds = timeout_seconds
+        self.ca_bundle = ca_bundle
+        self.last_limit_info: str | None = None
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        response = super().send(
+            request,
+            stream=stream,
+            timeout=self.timeout_seconds if timeout is None else timeout,
+            verify=self.ca_bundle or verify,
+            cert=cert,
+            proxies=proxies,
+        )
+        limit_info = response.headers.get("Sforce-Limit-Info")
+        if limit_info:
+            self.last_limit_info = limit_info
+        return response
+
+
+def format_query(template: str, **values: Any) -> str:
+    """Fill a SOQL template; every `{name}` value is quoted and escaped by simple-salesforce's
+    `format_soql` (dates, datetimes, strings, lists), `{name:literal}` is inserted as is and
+    must only ever receive validated identifiers."""
+    return format_soql(template, **values)
+
+
+def parse_api_usage(limit_info: str | None) -> tuple[int, int] | None:
+    """`(used, limit)` from a `Sforce-Limit-Info` header value, or None."""
+    if not limit_info:
+        return None
+    match = _API_USAGE.search(limit_info)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+class SalesforceClient:
+    """A logged-in (or not yet) Salesforce REST session with error translation.
+
+    `login_url` is the origin whose `/services/oauth2/token` issues tokens: production
+    `https://login.salesforce.com`, sandbox `https://test.salesforce.com`, or the org's My
+    Domain. simple-salesforce's login helpers always build `https://{domain}.salesforce.com`
+    (simple_salesforce/login.py), so the token is fetched here through the same session and
+    handed to `Salesforce(instance_url=..., session_id=...)`.
+    """
+
+    def __init__(
+        self,
+        *,
+        login_url: str,
+        api_version: str,
+        credentials: Credentials,
+        timeout_seconds: float,
+        ca_bundle: str | None,
+    ) -> None:
+        self._login_url = login_url.rstrip("/")
+        self._api_version = api_version
+        self._credentials = credentials
+        self._timeout_seconds = timeout_seconds
+        self._adapter = _TimeoutAdapter(timeout_seconds, ca_bundle or None)
+        self._session = requests.Session()
+        self._session.mount("https://", self._adapter)
+        self._session.mount("http://", self._adapter)
+        # System trust store unless the company's inspecting proxy needs its own CA.
+        self._session.verify = ca_bundle if ca_bundle else True
+        self._sf: Salesforce | None = None
+        self._access_token: str | None = None
+        self.instance_url: str | None = None
+
+    # ----------------------------------------------------------------------------- session
+
+    @property
+    def logged_in(self) -> bool:
+        """True once a token has been obtained (it may still have expired since)."""
+        return self._sf is not None
+
+    def api_usage(self) -> tuple[int, int] | None:
+        """`(used, limit)` of the org's daily API requests, from the last response seen."""
+        return parse_api_usage(self._adapter.last_limit_info)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._session.close()
+
+    def login(self) -> None:
+        """Fetch an access token (one POST) and bind simple-salesforce to the instance."""
+        creds = self._credentials
+        form: dict[str, str] = {
+            "grant_type": creds.flow.value,
+            "client_id": creds.client_id,
+            "client_secret": creds.client_secret,
+        }
+        if creds.flow is AuthFlow.password:
+            form["username"] = creds.username
+            # The security token is appended to the password (OAuth 2.0 Username-Password
+            # Flow, https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_username_password_flow.htm).
+            form["password"] = creds.password + creds.security_token
+        token_url = f"{self._login_url}/services/oauth2/token"
+        response = self._send(
+            lambda: self._session.post(
+                token_url, data=form, headers={"Accept": "application/json"}
+            ),
+            "login",
+        )
+        body = self._token_body(response)
+        access_token = body.get("access_token")
+        instance_url = body.get("instance_url")
+        if not isinstance(access_token, str) or not access_token:
+            raise SourceDataError("Salesforce token response has no access_token")
+        if not isinstance(instance_url, str) or urlsplit(instance_url).scheme not in (
+            "https",
+            "http",
+        ):
+            raise SourceDataError("Salesforce token response has no usable instance_url")
+        self._access_token = access_token
+        self.instance_url = instance_url.rstrip("/")
+        self._sf = Salesforce(
+            instance_url=self.instance_url,
+            session_id=access_token,
+            session=self._session,
+            version=self._api_version,
+        )
+
+    def _token_body(self, response: requests.Response) -> dict[str, Any]:
+        if response.status_code >= 500:
+            raise RetriableError(
+                f"Salesforce login at {self._login_url} failed with HTTP {response.status_code}"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise SourceDataError(
+                f"Salesforce login at {self._login_url} answered HTTP {response.status_code} "
+                "with a body that is not JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise SourceDataError("Salesforce token response is not a JSON object")
+        if response.status_code != 200:
+            # Token errors are `{"error", "error_description"}`, e.g. invalid_grant for a wrong
+            # password/token, invalid_client(_id) for a wrong client id or secret.
+            code = str(body.get("error") or f"HTTP {response.status_code}")
+            description = str(body.get("error_description") or "")
+            raise AuthError(
+                self._redact(
+                    f"Salesforce login at {self._login_url} failed ({self._credentials.flow.value}"
+                    f" flow): {code}: {description}".rstrip(": ")
+                )
+            )
+        return body
+
+    # ----------------------------------------------------------------------------- REST
+
+    def query(self, soql: str, *, include_deleted: bool, batch_size: int) -> QueryBatch:
+        """First batch of a SOQL query (`/queryAll` when `include_deleted`)."""
+        sf = self._require_session()
+        body = self._send(
+            lambda: sf.query(
+                soql, include_deleted=include_deleted, headers=self._batch_header(batch_size)
+            ),
+            "query",
+        )
+        return self._query_batch(body)
+
+    def query_more(self, next_records_url: str, *, batch_size: int) -> QueryBatch:
+        """The batch at `nextRecordsUrl` (a path on the instance)."""
+        if not next_records_url.startswith("/services/data/"):
+            raise SourceDataError("Salesforce returned an unexpected nextRecordsUrl")
+        sf = self._require_session()
+        body = self._send(
+            lambda: sf.query_more(
+                next_records_url, identifier_is_url=True, headers=self._batch_header(batch_size)
+            ),
+            "queryMore",
+        )
+        return self._query_batch(body)
+
+    def count(self, soql: str) -> int:
+        """Result of a `SELECT COUNT() ...` query over `/queryAll` (`totalSize`)."""
+        sf = self._require_session()
+        body = self._send(lambda: sf.query(soql, include_deleted=True), "count query")
+        total = body.get("totalSize") if isinstance(body, dict) else None
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise SourceDataError("Salesforce COUNT() answer has no integer totalSize")
+        return total
+
+    def limits(self) -> dict[str, Any]:
+        """`GET /limits`: the org's allocations (`DailyApiRequests` and friends)."""
+        sf = self._require_session()
+        body = self._send(sf.limits, "limits")
+        if not isinstance(body, dict):
+            raise SourceDataError("Salesforce /limits answer is not a JSON object")
+        return dict(body)
+
+    # ----------------------------------------------------------------------------- Bulk 2.0
+
+    def bulk_create_query_job(self, soql: str, *, include_deleted: bool) -> str:
+        """Create a Bulk API 2.0 query job (`POST /jobs/query`); return its id.
+
+        `queryAll` is the operation that includes soft-deleted rows (Bulk API 2.0 Developer
+        Guide, "Create a Query Job").
+        """
+        sf = self._require_session()
+        payload = {
+            "operation": "queryAll" if include_deleted else "query",
+            "query": soql,
+            "contentType": "CSV",
+            "columnDelimiter": "COMMA",
+            "lineEnding": "LF",
+        }
+        body = self._send(
+            lambda: sf.restful("jobs/query", method="POST", json=payload), "bulk job creation"
+        )
+        job_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+            raise SourceDataError("Salesforce Bulk API answer has no valid job id")
+        return job_id
+
+    def bulk_job_status(self, job_id: str) -> BulkJobStatus:
+        """`GET /jobs/query/{id}`: the job's state and error message."""
+        sf = self._require_session()
+        self._check_job_id(job_id)
+        body = self._send(lambda: sf.restful(f"jobs/query/{job_id}"), "bulk job status")
+        if not isinstance(body, dict) or not isinstance(body.get("state"), str):
+            raise SourceDataError("Salesforce Bulk API job status has no state")
+        state: str = body["state"]
+        error = body.get("errorMessage")
+        return BulkJobStatus(state, str(error) if error else None)
+
+    def bulk_results(self, job_id: str, *, locator: str | None, max_records: int) -> BulkResults:
+        """One set of a completed job's CSV results (`GET /jobs/query/{id}/results`)."""
+        sf = self._require_session()
+        self._check_job_id(job_id)
+        params: dict[str, str | int] = {"maxRecords": max_records}
+        if locator:
+            params["locator"] = locator
+        headers = {"Authorization": f"Bearer {self._access_token}", "Accept": "text/csv"}
+        url = f"{sf.base_url}jobs/query/{job_id}/results"
+        response = self._send(
+            lambda: call_salesforce(url, "GET", self._session, headers, params=params),
+            "bulk results",
+        )
+        next_locator = response.headers.get("Sforce-Locator")
+        try:
+            text = response.content.decode("utf-8")
+            reader = csv.reader(io.StringIO(text, newline=""))
+            header = next(reader, None)
+            rows = list(reader)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise SourceDataError(f"Salesforce Bulk API results are not valid CSV: {exc}") from None
+        if header is None:
+            raise SourceDataError("Salesforce Bulk API results have no header row")
+        if any(len(row) != len(header) for row in rows):
+            raise SourceDataError("Salesforce Bulk API results have rows of the wrong width")
+        # The last set carries the literal string "null" (Bulk API 2.0, "Get Results for a
+        # Query Job"); a missing header would loop forever, so it also ends the results.
+        done = next_locator is None or next_locator in ("", "null")
+        return BulkResults(header, rows, None if done else next_locator)
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _require_session(self) -> Salesforce:
+        if self._sf is None:
+            raise SessionExpiredError("not logged in to Salesforce yet")
+        return self._sf
+
+    @staticmethod
+    def _check_job_id(job_id: str) -> None:
+        if not _JOB_ID.match(job_id):
+            raise SourceDataError("invalid Salesforce Bulk API job id")
+
+    @staticmethod
+    def _batch_header(batch_size: int) -> dict[str, str]:
+        # REST API "Query Options Header": batchSize 200..2000, a hint Salesforce may lower.
+        return {"Sforce-Query-Options": f"batchSize={batch_size}"}
+
+    @staticmethod
+    def _query_batch(body: Any) -> QueryBatch:
+        if not isinstance(body, dict):
+            raise SourceDataError("Salesforce query answer is not a JSON object")
+        records = body.get("records")
+        done = body.get("done")
+        next_url = body.get("nextRecordsUrl")
+        total = body.get("totalSize", 0)
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise SourceDataError("Salesforce query answer has no list of records")
+        if not isinstance(done, bool):
+            raise SourceDataError("Salesforce query answer has no boolean 'done'")
+        if not done and not isinstance(next_url, str):
+            raise SourceDataError("Salesforce query answer is not done but has no nextRecordsUrl")
+        if not isinstance(total, int):
+            raise SourceDataError("Salesforce query answer has a non-integer totalSize")
+        return QueryBatch(records, done, next_url if not done else None, total)
+
+    def _redact(self, text: str) -> str:
+        secrets = self._credentials.secret_values()
+        if self._access_token and len(self._access_token) >= _MIN_REDACT_LEN:
+            secrets.append(self._access_token)
+        # Longest first, so "password+token" is replaced before its "password" prefix.
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    def _send(self, call: Callable[[], T], what: str) -> T:
+        """Run one request, translating every failure into a `connectors.errors` error."""
+        try:
+            return call()
+        except SalesforceError as exc:
+            raise self._translate(exc, what) from None
+        except requests.exceptions.SSLError as exc:
+            # Not transient: a company TLS proxy re-signing traffic needs its CA configured.
+            raise ConfigError(
+                self._redact(
+                    f"TLS verification failed talking to Salesforce ({what}): {exc}. If an "
+                    "inspecting proxy re-signs HTTPS traffic, configure its CA bundle."
+                )
+            ) from None
+        except requests.exceptions.Timeout:
+            raise RetriableError(
+                f"Salesforce {what} timed out after {self._timeout_seconds:g} s"
+            ) from None
+        except requests.exceptions.JSONDecodeError:
+            raise SourceDataError(f"Salesforce {what} answer is not valid JSON") from None
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as exc:
+            raise ConfigError(self._redact(f"invalid Salesforce URL ({what}): {exc}")) from None
+        except requests.exceptions.RequestException as exc:
+            # Refused/reset connections, DNS hiccups, truncated bodies: transient.
+            raise RetriableError(
+                self._redact(f"Salesforce {what} failed in transport: {exc}")
+            ) from None
+
+    def _translate(self, exc: SalesforceError, what: str) -> Exception:
+        """Map an HTTP error answer to the error group the retry policy acts on.
+
+        Codes from the REST API "Status Codes and Error Responses" page
+        (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm).
+        """
+        status = int(exc.status)
+        code, message = _first_error(exc.content)
+        detail = self._redact(f"{code}: {message}" if message else code)
+        where = f"Salesforce {what} failed with HTTP {status}"
+        if status == 401:
+            return SessionExpiredError(f"{where}: {detail}")
+        if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
+            if "concurrent" in message.lower():
+                # "ConcurrentPerOrgLongTxn Limit exceeded": too many long-running requests
+                # at once; it clears when they finish, so back off and retry.
+                return RateLimitedError(f"{where}: {detail}")
+            usage = self.api_usage()
+            used, limit = usage if usage else (None, None)
+            return QuotaExceededError(
+                f"{where}: the org's daily API request limit is spent"
+                + (f" ({used}/{limit})" if usage else "")
+                + f": {detail}",
+                used=used,
+                limit=limit,
+            )
+        if status == 403:
+            return AuthError(f"{where}: {detail}")
+        if status == 400 and code == "INVALID_QUERY_LOCATOR":
+            return QueryLocatorExpiredError(f"{where}: {detail}")
+        if status in (400, 404):
+            return ConfigError(f"{where}: {detail}")
+        if status == 429:
+            return RateLimitedError(f"{where}: {detail}")
+        if status >= 500:
+            return RetriableError(f"{where}: {detail}")
+        return SourceDataError(f"{where}: {detail}")
+
+
+def _first_error(content: Any) -> tuple[str, str]:
+    """`(errorCode, message)` of the first entry of a `[{"message", "errorCode"}]` body."""
+    entry: Any = content
+    if isinstance(content, list) and content:
+        entry = content[0]
+    if isinstance(entry, dict):
+        code = entry.get("errorCode") or entry.get("error") or "UNKNOWN_ERROR"
+        message = entry.get("message") or entry.get("error_description") or ""
+        return str(code), str(message)
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    text = str(content or "").strip()
+    return "UNPARSEABLE_ERROR_BODY", text[:200]

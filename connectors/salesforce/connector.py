@@ -1,0 +1,658 @@
+"""Salesforce connector: Lead and Opportunity records over SOQL (REST) and Bulk API 2.0.
+
+Reading follows `SystemModstamp`, the system modification stamp Salesforce updates on every
+change, including background ones that `LastModifiedDate` misses (SOQL and SOSL Reference,
+"System Fields"). `/queryAll` is used so soft-deleted rows (`IsDeleted = true`, still in the
+Recycle Bin) come back and are yielded with `deleted=True`. See BEHAVIOR.md for limits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from connectors.base import (
+    CheckResult,
+    Connector,
+    ConnectorConfig,
+    ConnectorSecrets,
+    FieldType,
+    Page,
+    Record,
+    RecordKind,
+    Runtime,
+    Window,
+)
+from connectors.errors import ConfigError, QuotaExceededError, RetriableError, SourceDataError
+from connectors.salesforce.client import (
+    AuthFlow,
+    Credentials,
+    QueryBatch,
+    QueryLocatorExpiredError,
+    SalesforceClient,
+    format_query,
+)
+
+T = TypeVar("T")
+
+#: Salesforce API names: a letter, then letters, digits and underscores (custom fields end
+#: in `__c`). Names are inserted into SOQL literally, so nothing else is accepted.
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+#: Hosts of the shared login endpoints; everything else is taken for a My Domain.
+_SHARED_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
+#: SOQL accepts dateTime values between these (SOQL and SOSL Reference, "Date Formats and
+#: Date Literals"); window bounds outside are clamped so an "everything" window stays valid.
+_SOQL_MIN = datetime(1700, 1, 1, tzinfo=UTC)
+_SOQL_MAX = datetime(4000, 12, 31, tzinfo=UTC)
+#: A window starting before this is an initial (full) sync: Salesforce dates from 1999, so
+#: no org holds a record stamped earlier.
+_INITIAL_SYNC_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
+_MAX_POLL_DELAY_SECONDS = 30.0
+
+_OBJECTS: Mapping[RecordKind, str] = {
+    RecordKind.lead: "Lead",
+    RecordKind.opportunity: "Opportunity",
+}
+
+_COMMON_FIELDS: dict[str, FieldType] = {
+    "Id": FieldType.string,
+    "IsDeleted": FieldType.boolean,
+    "CreatedDate": FieldType.datetime,
+    "LastModifiedDate": FieldType.datetime,
+    "SystemModstamp": FieldType.datetime,
+    "OwnerId": FieldType.string,
+    "LeadSource": FieldType.string,
+}
+
+LEAD_FIELDS: Mapping[str, FieldType] = {
+    **_COMMON_FIELDS,
+    "Status": FieldType.string,
+    "Email": FieldType.string,
+    "Company": FieldType.string,
+    "Country": FieldType.string,
+    "Industry": FieldType.string,
+    "IsConverted": FieldType.boolean,
+    "ConvertedDate": FieldType.date,
+    "ConvertedOpportunityId": FieldType.string,
+}
+
+OPPORTUNITY_FIELDS: Mapping[str, FieldType] = {
+    **_COMMON_FIELDS,
+    "Name": FieldType.string,
+    "AccountId": FieldType.string,
+    "StageName": FieldType.string,
+    "IsClosed": FieldType.boolean,
+    "IsWon": FieldType.boolean,
+    "CloseDate": FieldType.date,
+    "Amount": FieldType.number,
+    "Probability": FieldType.number,
+    "Type": FieldType.string,
+    "ForecastCategoryName": FieldType.string,
+}
+
+#: Only exists in multi-currency orgs; selecting it elsewhere is an INVALID_FIELD error.
+_CURRENCY_FIELD = "CurrencyIsoCode"
+
+FilterValue = bool | int | float | str | list[str]
+
+
+def _check_api_name(name: str) -> str:
+    if not _API_NAME.match(name):
+        raise ValueError(f"{name!r} is not a Salesforce API name (letters, digits, underscores)")
+    return name
+
+
+class SalesforceConfig(ConnectorConfig):
+    """Non-secret settings of a Salesforce connector."""
+
+    #: Origin of the token endpoint: https://login.salesforce.com (production),
+    #: https://test.salesforce.com (sandbox) or the org's My Domain URL.
+    login_url: str = "https://login.salesforce.com"
+    auth_flow: AuthFlow = AuthFlow.password
+    #: REST API version, e.g. "59.0".
+    api_version: str = Field("59.0", pattern=r"^\d+\.\d$")
+    #: An initial sync of more records than this uses Bulk API 2.0; None disables Bulk.
+    bulk_threshold: int | None = Field(50_000, ge=0)
+    #: Records per Bulk API results request (`maxRecords`), i.e. per page.
+    bulk_page_size: int = Field(10_000, ge=1, le=1_000_000)
+    #: First delay between Bulk job polls (doubles up to 30 s).
+    bulk_poll_seconds: float = Field(2.0, gt=0)
+    #: Give up waiting for a Bulk job after this long (sleeping time only).
+    bulk_timeout_seconds: float = Field(3600.0, gt=0)
+    #: REST batch size asked for (`Sforce-Query-Options: batchSize`, 200..2000).
+    page_size: int = Field(2000, ge=200, le=2000)
+    #: True when the org has multi-currency enabled (reads `CurrencyIsoCode`).
+    multi_currency: bool = False
+    #: Currency of opportunity amounts in a single-currency org.
+    default_currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    #: Extra conditions ANDed to every query, per kind: `field = value`, or `field IN (...)`
+    #: for a list; values are quoted and escaped, e.g. `{"lead": {"Country": "Côte d'Ivoire"}}`.
+    filters: dict[RecordKind, dict[str, FilterValue]] = {}
+    #: The org's instance or My Domain URL for record links; defaults to the login answer.
+    instance_url: str | None = None
+
+    @field_validator("login_url", "instance_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://login.salesforce.com")
+        if parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise ValueError("must be an origin only (scheme, host and optional port)")
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("custom_fields")
+    @classmethod
+    def _custom_field_names(
+        cls, value: dict[RecordKind, dict[str, FieldType]]
+    ) -> dict[RecordKind, dict[str, FieldType]]:
+        for kind, fields in value.items():
+            if kind not in _OBJECTS:
+                raise ValueError(f"Salesforce does not read record kind {kind.value!r}")
+            for name in fields:
+                _check_api_name(name)
+        return value
+
+    @field_validator("filters")
+    @classmethod
+    def _filter_names(
+        cls, value: dict[RecordKind, dict[str, FilterValue]]
+    ) -> dict[RecordKind, dict[str, FilterValue]]:
+        for kind, conditions in value.items():
+            if kind not in _OBJECTS:
+                raise ValueError(f"Salesforce does not read record kind {kind.value!r}")
+            for name, condition in conditions.items():
+                _check_api_name(name)
+                if isinstance(condition, list) and not condition:
+                    raise ValueError(f"filter on {name!r}: an IN list must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _client_credentials_need_my_domain(self) -> SalesforceConfig:
+        host = urlsplit(self.login_url).hostname or ""
+        if self.auth_flow is AuthFlow.client_credentials and host in _SHARED_LOGIN_HOSTS:
+            # The client-credentials flow is served by the org's own My Domain only.
+            raise ValueError(
+                "login_url: the client_credentials flow needs the org's My Domain URL "
+                "(https://<name>.my.salesforce.com), not " + host
+            )
+        return self
+
+
+class SalesforceSecrets(ConnectorSecrets):
+    """Credentials of the connected (external client) app and, for the password flow, the
+    integration user. Which fields are needed depends on `SalesforceConfig.auth_flow`."""
+
+    client_id: SecretStr
+    client_secret: SecretStr
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    #: Appended to the password; empty when the org trusts the caller's IP range.
+    security_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _username_and_password_together(self) -> SalesforceSecrets:
+        if self.username is not None and self.password is None:
+            raise ValueError("password is required when username is set (password flow)")
+        if self.password is not None and self.username is None:
+            raise ValueError("username is required when password is set (password flow)")
+        return self
+
+    def missing_for(self, flow: AuthFlow) -> list[str]:
+        """Names of the secrets `flow` needs that are not set."""
+        missing = [
+            name
+            for name in ("client_id", "client_secret")
+            if not getattr(self, name).get_secret_value()
+        ]
+        if flow is AuthFlow.password:
+            for name in ("username", "password"):
+                value = getattr(self, name)
+                if value is None or not value.get_secret_value():
+                    missing.append(name)
+        return missing
+
+    def credentials(self, flow: AuthFlow) -> Credentials:
+        """Plain-text credentials for the client (never logged: its repr hides them)."""
+
+        def plain(value: SecretStr | None) -> str:
+            return value.get_secret_value() if value is not None else ""
+
+        return Credentials(
+            flow=flow,
+            client_id=plain(self.client_id),
+            client_secret=plain(self.client_secret),
+            username=plain(self.username),
+            password=plain(self.password),
+            security_token=plain(self.security_token),
+        )
+
+
+class SalesforceConnector(Connector):
+    """Reads Salesforce leads and opportunities, soft-deletes included."""
+
+    type_name: ClassVar[str] = "salesforce"
+    kinds: ClassVar[frozenset[RecordKind]] = frozenset(_OBJECTS)
+    config_model: ClassVar[type[ConnectorConfig]] = SalesforceConfig
+    secrets_model: ClassVar[type[ConnectorSecrets]] = SalesforceSecrets
+    standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {
+        RecordKind.lead: LEAD_FIELDS,
+        RecordKind.opportunity: OPPORTUNITY_FIELDS,
+    }
+
+    def __init__(
+        self, config: ConnectorConfig, secrets: ConnectorSecrets, runtime: Runtime | None = None
+    ) -> None:
+        if not isinstance(config, SalesforceConfig):
+            raise ConfigError("the Salesforce connector needs a SalesforceConfig")
+        if not isinstance(secrets, SalesforceSecrets):
+            raise ConfigError("the Salesforce connector needs SalesforceSecrets")
+        missing = secrets.missing_for(config.auth_flow)
+        if missing:
+            raise ConfigError(
+                f"secret {missing[0]!r} is required for the {config.auth_flow.value} auth flow"
+                + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else "")
+            )
+        super().__init__(config, secrets, runtime)
+        self._cfg = config
+        self._client = SalesforceClient(
+            login_url=config.login_url,
+            api_version=config.api_version,
+            credentials=secrets.credentials(config.auth_flow),
+            timeout_seconds=self.runtime.timeout_seconds,
+            ca_bundle=self.runtime.ca_bundle,
+        )
+
+    @classmethod
+    def raw_fields(cls, config: ConnectorConfig, kind: RecordKind) -> dict[str, FieldType]:
+        """Standard fields, `CurrencyIsoCode` in a multi-currency org, then custom fields."""
+        fields = dict(cls.standard_raw_fields.get(kind, {}))
+        if isinstance(config, SalesforceConfig) and config.multi_currency:
+            fields[_CURRENCY_FIELD] = FieldType.string
+        fields.update(config.custom_fields.get(kind, {}))
+        return fields
+
+    # ----------------------------------------------------------------------------- calls
+
+    def _login(self) -> None:
+        self.runtime.retry.call(self._client.login)
+
+    def _call(self, request: Callable[[], T]) -> T:
+        """One vendor request under the run's retry policy; an expired session re-logs in."""
+        if not self._client.logged_in:
+            self._login()
+        return self.runtime.retry.call(request, reauthenticate=self._login)
+
+    # ----------------------------------------------------------------------------- check
+
+    def check(self) -> CheckResult:
+        """Log in and read `/limits`; report the daily API request usage."""
+        try:
+            limits = self._call(self._client.limits)
+        except QuotaExceededError as exc:
+            return CheckResult(
+                ok=False, detail=exc.message, quota_used=exc.used, quota_limit=exc.limit
+            )
+        used, limit = _daily_usage(limits) or self._client.api_usage() or (None, None)
+        usage = f"; {used} of {limit} daily API requests used" if limit is not None else ""
+        return CheckResult(
+            ok=True,
+            detail=f"logged in to {self._client.instance_url} (API v{self._cfg.api_version})"
+            + usage,
+            quota_used=used,
+            quota_limit=limit,
+        )
+
+    # ----------------------------------------------------------------------------- read
+
+    def read(
+        self, kind: RecordKind, window: Window, resume: Mapping[str, Any] | None = None
+    ) -> Iterator[Page]:
+        """Yield pages of `kind` records with `SystemModstamp` in `window`, oldest first.
+
+        REST pages carry a keyset checkpoint `{"after_ts", "after_id"}`; Bulk API pages (an
+        initial sync above `bulk_threshold`) are unordered and carry none.
+        """
+        self.ensure_kind(kind)
+        after = _parse_checkpoint(resume)
+        fields = self.raw_fields(self._cfg, kind)
+        threshold = self._cfg.bulk_threshold
+        if after is None and threshold is not None and window.start < _INITIAL_SYNC_BEFORE:
+            count_soql = self._soql(kind, window, None, select="COUNT()", ordered=False)
+            if self._call(partial(self._client.count, count_soql)) > threshold:
+                yield from self._read_bulk(kind, window, fields)
+                return
+        yield from self._read_rest(kind, window, fields, after)
+
+    def _batch_size(self) -> int:
+        wanted = self.runtime.page_size or self._cfg.page_size
+        return max(200, min(2000, wanted))
+
+    def _read_rest(
+        self,
+        kind: RecordKind,
+        window: Window,
+        fields: Mapping[str, FieldType],
+        after: tuple[datetime, str] | None,
+    ) -> Iterator[Page]:
+        batch_size = self._batch_size()
+
+        def first_batch(position: tuple[datetime, str] | None) -> QueryBatch:
+            soql = self._soql(kind, window, position, select=", ".join(fields))
+            return self._call(
+                partial(self._client.query, soql, include_deleted=True, batch_size=batch_size)
+            )
+
+        position = after
+        batch = first_batch(position)
+        while True:
+            records: list[Record] = []
+            for raw in batch.records:
+                record = self._record(kind, _normalise(raw, fields, from_csv=False))
+                position = (record.modified_at, record.source_id)
+                # SOQL compares whole seconds; the window is exact.
+                if record.modified_at in window:
+                    records.append(record)
+            if batch.records:
+                yield Page(records, checkpoint=_checkpoint(position))
+            if batch.done or batch.next_records_url is None:
+                return
+            try:
+                batch = self._call(
+                    partial(self._client.query_more, batch.next_records_url, batch_size=batch_size)
+                )
+            except QueryLocatorExpiredError:
+                # The cursor died (idle too long, or evicted); the keyset resumes exactly.
+                batch = first_batch(position)
+
+    def _read_bulk(
+        self, kind: RecordKind, window: Window, fields: Mapping[str, FieldType]
+    ) -> Iterator[Page]:
+        # No ORDER BY: it disables Bulk API 2.0's PK chunking and invites query timeouts
+        # (Bulk API 2.0 Developer Guide, "Understanding Bulk API 2.0 Query").
+        soql = self._soql(kind, window, None, select=", ".join(fields), ordered=False)
+        job_id = self._call(partial(self._client.bulk_create_query_job, soql, include_deleted=True))
+        self._wait_for_job(job_id)
+        by_lower = {name.lower(): name for name in fields}
+        locator: str | None = None
+        while True:
+            results = self._call(
+                partial(
+                    self._client.bulk_results,
+                    job_id,
+                    locator=locator,
+                    max_records=self._cfg.bulk_page_size,
+                )
+            )
+            try:
+                columns = [by_lower[column.lower()] for column in results.header]
+            except KeyError as exc:
+                raise SourceDataError(
+                    f"Salesforce Bulk API results have an unexpected column {exc.args[0]!r}"
+                ) from None
+            records = []
+            for row in results.rows:
+                record = self._record(
+                    kind, _normalise(dict(zip(columns, row, strict=True)), fields, from_csv=True)
+                )
+                if record.modified_at in window:
+                    records.append(record)
+            if results.rows:
+                yield Page(records, checkpoint=None)
+            if results.locator is None:
+                return
+            locator = results.locator
+
+    def _wait_for_job(self, job_id: str) -> None:
+        """Poll the job until `JobComplete`; sleeping goes through the policy's clock."""
+        delay = self._cfg.bulk_poll_seconds
+        waited = 0.0
+        while True:
+            status = self._call(partial(self._client.bulk_job_status, job_id))
+            if status.state == "JobComplete":
+                return
+            if status.state in ("Failed", "Aborted"):
+                raise RetriableError(
+                    f"Salesforce Bulk API query job {job_id} ended {status.state}"
+                    + (f": {status.error_message}" if status.error_message else "")
+                )
+            if waited >= self._cfg.bulk_timeout_seconds:
+                raise RetriableError(
+                    f"Salesforce Bulk API query job {job_id} still {status.state} after "
+                    f"{waited:g} s"
+                )
+            self.runtime.retry.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, _MAX_POLL_DELAY_SECONDS)
+
+    def _soql(
+        self,
+        kind: RecordKind,
+        window: Window,
+        after: tuple[datetime, str] | None,
+        *,
+        select: str,
+        ordered: bool = True,
+    ) -> str:
+        """SOQL for `window` (widened to whole seconds: SOQL dateTime literals have no
+        fractions) and, when resuming, strictly after the `(SystemModstamp, Id)` keyset."""
+        start = max(window.start, _SOQL_MIN).replace(microsecond=0)
+        end = _ceil_second(min(window.end, _SOQL_MAX))
+        clauses = ["SystemModstamp >= {start}", "SystemModstamp < {end}"]
+        values: dict[str, Any] = {"start": start, "end": end}
+        if after is not None:
+            clauses.append(
+                "(SystemModstamp > {after_ts} OR (SystemModstamp = {after_ts} AND Id > {after_id}))"
+            )
+            values["after_ts"], values["after_id"] = after
+        for i, (name, value) in enumerate(sorted(self._cfg.filters.get(kind, {}).items())):
+            # `name` passed the API-name check; the value is escaped by format_soql.
+            clauses.append(f"{name} {'IN' if isinstance(value, list) else '='} {{f{i}}}")
+            values[f"f{i}"] = value
+        template = "SELECT {select:literal} FROM {sobject:literal} WHERE " + " AND ".join(clauses)
+        if ordered:
+            template += " ORDER BY SystemModstamp, Id"
+        return format_query(template, select=select, sobject=_OBJECTS[kind], **values)
+
+    # ----------------------------------------------------------------------------- records
+
+    def _record(self, kind: RecordKind, raw: dict[str, Any]) -> Record:
+        source_id = raw.get("Id")
+        if not isinstance(source_id, str) or not source_id:
+            raise SourceDataError(f"Salesforce {_OBJECTS[kind]} record without an Id")
+        try:
+            created_at = _require_datetime(raw, "CreatedDate")
+            modified_at = _require_datetime(raw, "SystemModstamp")
+            common: dict[str, Any] = {
+                "kind": kind,
+                "source_id": source_id,
+                "created_at": created_at,
+                "modified_at": modified_at,
+                "deleted": raw.get("IsDeleted") is True,
+                "lead_source": _opt_str(raw, "LeadSource"),
+                "owner": _opt_str(raw, "OwnerId"),
+                "raw": raw,
+            }
+            if kind is RecordKind.lead:
+                return Record(
+                    **common, status=_opt_str(raw, "Status"), email=_opt_str(raw, "Email")
+                )
+            amount = _opt_decimal(raw, "Amount")
+            currency = (
+                _opt_str(raw, _CURRENCY_FIELD)
+                if self._cfg.multi_currency
+                else self._cfg.default_currency
+            )
+            close_date = _opt_str(raw, "CloseDate")
+            return Record(
+                **common,
+                stage=_opt_str(raw, "StageName"),
+                is_closed=_opt_bool(raw, "IsClosed"),
+                is_won=_opt_bool(raw, "IsWon"),
+                close_date=date.fromisoformat(close_date) if close_date else None,
+                amount=amount,
+                currency=currency,
+                deal_type=_opt_str(raw, "Type"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise SourceDataError(
+                f"Salesforce {_OBJECTS[kind]} {source_id}: unreadable field ({exc})"
+            ) from None
+
+    def record_url(self, kind: RecordKind, source_id: str) -> str | None:
+        """`{instance}/lightning/r/{Object}/{id}/view`, once the instance is known."""
+        sobject = _OBJECTS.get(kind)
+        if sobject is None:
+            return None
+        base = self._cfg.instance_url or self._client.instance_url
+        if base is None and urlsplit(self._cfg.login_url).hostname not in _SHARED_LOGIN_HOSTS:
+            base = self._cfg.login_url  # a My Domain serves the UI too
+        if base is None:
+            return None
+        return f"{base}/lightning/r/{sobject}/{quote(source_id, safe='')}/view"
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._client.close()
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def _ceil_second(moment: datetime) -> datetime:
+    if moment.microsecond:
+        return moment.replace(microsecond=0) + timedelta(seconds=1)
+    return moment
+
+
+def _daily_usage(limits: Mapping[str, Any]) -> tuple[int, int] | None:
+    daily = limits.get("DailyApiRequests")
+    if not isinstance(daily, dict):
+        return None
+    limit, remaining = daily.get("Max"), daily.get("Remaining")
+    if not isinstance(limit, int) or not isinstance(remaining, int):
+        return None
+    return limit - remaining, limit
+
+
+def _checkpoint(position: tuple[datetime, str] | None) -> dict[str, str] | None:
+    if position is None:
+        return None
+    return {"after_ts": position[0].isoformat(), "after_id": position[1]}
+
+
+def _parse_checkpoint(resume: Mapping[str, Any] | None) -> tuple[datetime, str] | None:
+    if resume is None:
+        return None
+    after_ts, after_id = resume.get("after_ts"), resume.get("after_id")
+    if not isinstance(after_ts, str) or not isinstance(after_id, str) or not after_id:
+        raise ConfigError("invalid Salesforce resume checkpoint: needs after_ts and after_id")
+    try:
+        moment = datetime.fromisoformat(after_ts)
+    except ValueError:
+        raise ConfigError(f"invalid Salesforce resume checkpoint time {after_ts!r}") from None
+    if moment.tzinfo is None:
+        raise ConfigError("invalid Salesforce resume checkpoint: time has no offset")
+    return moment, after_id
+
+
+def _parse_datetime(value: str) -> datetime:
+    # REST sends `2026-11-26T18:45:43.000+0000`, Bulk CSV `2026-11-26T18:45:43.000Z`;
+    # fromisoformat reads both since Python 3.11.
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(f"datetime {value!r} has no offset")
+    return moment.astimezone(UTC)
+
+
+def _normalise(
+    raw: Mapping[str, Any], types: Mapping[str, FieldType], *, from_csv: bool
+) -> dict[str, Any]:
+    """The record as JSON-friendly typed values, identical whether it came from REST JSON or
+    Bulk CSV: datetimes as ISO 8601 UTC strings, dates `YYYY-MM-DD`, numbers int/float,
+    booleans bool, and null for empty (Salesforce stores no empty strings)."""
+    out: dict[str, Any] = {}
+    record_id = raw.get("Id")
+    for name, value in raw.items():
+        if name == "attributes":
+            continue
+        kind = types.get(name)
+        try:
+            out[name] = _typed(value, kind, from_csv=from_csv)
+        except (TypeError, ValueError, InvalidOperation) as exc:
+            raise SourceDataError(
+                f"Salesforce record {record_id}: field {name} has an unreadable value ({exc})"
+            ) from None
+    return out
+
+
+def _typed(value: Any, kind: FieldType | None, *, from_csv: bool) -> Any:
+    if from_csv and value == "":
+        return None
+    if value is None or kind is None:
+        return value
+    if kind is FieldType.datetime:
+        if not isinstance(value, str):
+            raise TypeError("datetime is not a string")
+        return _parse_datetime(value).isoformat()
+    if kind is FieldType.date:
+        if not isinstance(value, str):
+            raise TypeError("date is not a string")
+        return date.fromisoformat(value).isoformat()
+    if kind is FieldType.boolean:
+        if from_csv:
+            if value not in ("true", "false"):
+                raise ValueError(f"{value!r} is not a boolean")
+            return value == "true"
+        if not isinstance(value, bool):
+            raise TypeError("not a boolean")
+        return value
+    if kind is FieldType.number:
+        if from_csv:
+            return int(value) if re.fullmatch(r"-?\d+", value) else float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("not a number")
+        return value
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _require_datetime(raw: Mapping[str, Any], name: str) -> datetime:
+    value = raw.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is missing")
+    return _parse_datetime(value)
+
+
+def _opt_str(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{name} is not a string")
+
+
+def _opt_bool(raw: Mapping[str, Any], name: str) -> bool | None:
+    value = raw.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    raise TypeError(f"{name} is not a boolean")
+
+
+def _opt_decimal(raw: Mapping[str, Any], name: str) -> Decimal | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} is not a number")
+    # str() of a float is its shortest round-trip form, so 1234.5 stays Decimal("1234.5").
+    return Decimal(str(value))

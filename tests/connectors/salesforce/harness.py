@@ -1,0 +1,123 @@
+"""The Salesforce connector wired to the fake org, served over TLS on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from connectors.base import RecordKind, Runtime
+from connectors.salesforce.connector import (
+    SalesforceConfig,
+    SalesforceConnector,
+    SalesforceSecrets,
+)
+from tests.fakes.salesforce import FakeSalesforce
+from tests.fakes.server import Served, serve
+
+SOBJECTS = {RecordKind.lead: "Lead", RecordKind.opportunity: "Opportunity"}
+
+
+class SalesforceHarness:
+    """`SourceHarness` for Salesforce, plus helpers the vendor-specific tests use."""
+
+    name = "salesforce"
+    kinds: tuple[RecordKind, ...] = (RecordKind.lead, RecordKind.opportunity)
+
+    def __init__(self, fake: FakeSalesforce, served: Served) -> None:
+        self.fake = fake
+        self.served = served
+
+    # ------------------------------------------------------------------- building blocks
+
+    def config(self, **overrides: Any) -> SalesforceConfig:
+        """Config pointing at the fake (its URL stands in for the org's My Domain)."""
+        values: dict[str, Any] = {"login_url": self.served.base_url}
+        values.update(overrides)
+        return SalesforceConfig(**values)
+
+    def secrets(self, **overrides: Any) -> SalesforceSecrets:
+        """The fake org's good credentials (password flow), with overrides."""
+        values: dict[str, Any] = {
+            "client_id": self.fake.client_id,
+            "client_secret": self.fake.client_secret,
+            "username": self.fake.username,
+            "password": self.fake.password,
+            "security_token": self.fake.security_token,
+        }
+        values.update(overrides)
+        return SalesforceSecrets(**values)
+
+    def runtime(self, runtime: Runtime | None = None) -> Runtime:
+        """`runtime` (or a default one) trusting the fake's CA."""
+        runtime = runtime or Runtime()
+        if runtime.ca_bundle is None:
+            runtime = dataclasses.replace(runtime, ca_bundle=self.served.ca_bundle)
+        return runtime
+
+    # ------------------------------------------------------------------- SourceHarness
+
+    def connector(
+        self,
+        runtime: Runtime | None = None,
+        *,
+        config: SalesforceConfig | None = None,
+        secrets: SalesforceSecrets | None = None,
+    ) -> SalesforceConnector:
+        """A connector with good credentials, talking to the fake over TLS."""
+        return SalesforceConnector(
+            config or self.config(), secrets or self.secrets(), self.runtime(runtime)
+        )
+
+    def bad_credentials_connector(self) -> SalesforceConnector:
+        """A connector whose password the fake rejects (`invalid_grant`)."""
+        return self.connector(secrets=self.secrets(password="wrong-password"))
+
+    def seed(self, kind: RecordKind, n: int) -> None:
+        """Create `n` records; two records share each SystemModstamp second."""
+        self.fake.seed(SOBJECTS[kind], n)
+
+    def mutate(self, kind: RecordKind) -> None:
+        """Add two, modify two and soft-delete one record, all stamped strictly later than
+        anything stored (a whole second later: SystemModstamp has second precision)."""
+        sobject = SOBJECTS[kind]
+        newest = self.fake.newest_stamp(sobject)
+        now = self.fake.now()
+        if newest is not None and now <= newest:
+            self.fake.tick(int((newest - now) / timedelta(seconds=1)) + 1)
+        else:
+            self.fake.tick()
+        live = sorted(self.fake.live_ids(sobject))
+        change = (
+            {"Status": "Working - Contacted"}
+            if kind is RecordKind.lead
+            else {"StageName": "Negotiation/Review"}
+        )
+        for record_id in live[:2]:
+            self.fake.update(sobject, record_id, **change)
+        if len(live) > 2:
+            self.fake.delete(sobject, live[2])
+        self.fake.seed(sobject, 2)
+
+    def live_ids(self, kind: RecordKind) -> set[str]:
+        """Ids not in the Recycle Bin."""
+        return self.fake.live_ids(SOBJECTS[kind])
+
+    def set_page_size(self, n: int) -> None:
+        """Cap every REST batch at `n` records (below Salesforce's 200 minimum on purpose)."""
+        self.fake.page_size = n
+
+    def stamp_all_equal(self, kind: RecordKind) -> None:
+        """Give every record of `kind` one SystemModstamp (a bulk update's effect)."""
+        self.fake.restamp_all(SOBJECTS[kind], self.fake.tick())
+
+
+@contextmanager
+def make_harness(tmp_path: Path, **fake_options: Any) -> Iterator[SalesforceHarness]:
+    """Serve a fresh fake org over TLS for the duration of the block."""
+    fake = FakeSalesforce(**fake_options)
+    with serve(fake.app, tls=True, tmp_dir=str(tmp_path)) as served:
+        yield SalesforceHarness(fake, served)
