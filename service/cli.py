@@ -35,6 +35,41 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
+@app.command()
+def worker() -> None:
+    """Run scheduled syncs only (no API): the sync-worker role of a scaled deployment."""
+    import signal
+    import threading
+
+    from service.sync.engine import SyncEngine
+    from service.sync.scheduler import Scheduler
+
+    settings = Settings()
+    engine = db.make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        db.upgrade(engine)
+    scheduler = Scheduler(SyncEngine(engine, settings), settings.scheduler_tick_seconds)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    scheduler.start()
+    typer.echo(f"okr-sync worker running (database: {settings.database_url})")
+    stop.wait()
+    scheduler.stop()
+
+
+@app.command()
+def sync(connector_id: Annotated[int, typer.Argument(help="Connector id.")]) -> None:
+    """Sync one connector now and print the run."""
+    from service.sync.engine import SyncEngine
+
+    settings = Settings()
+    engine = db.make_engine(settings.database_url)
+    run = SyncEngine(engine, settings).run(connector_id)
+    typer.echo(json.dumps(run.model_dump(mode="json"), indent=2))
+    raise typer.Exit(0 if run.status == "succeeded" else 1)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply schema migrations up to REVISION (default: the latest)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,23 @@ from sqlmodel import Session
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+def _json_default(value: Any) -> Any:
+    # Vendor raw fields may carry Decimal, date or datetime values.
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def json_dumps(value: Any) -> str:
+    """JSON for columns: compact, and tolerant of Decimal and dates."""
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets foreign keys, WAL and a busy timeout."""
+    kwargs.setdefault("json_serializer", json_dumps)
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs

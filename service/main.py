@@ -16,6 +16,9 @@ from service.errors import install_error_handlers, problem
 from service.okr.routes import router as okr_router
 from service.progress.routes import router as progress_router
 from service.settings import Settings, get_settings
+from service.sync.engine import SyncEngine
+from service.sync.routes import router as connectors_router
+from service.sync.scheduler import Scheduler
 from service.workspaces.routes import router as workspaces_router
 
 try:
@@ -36,17 +39,30 @@ def startup(settings: Settings, engine: Engine, clock: Clock = utc_now) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, engine: Engine | None = None, *, run_startup: bool = True
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    *,
+    run_startup: bool = True,
+    sync_clock: Clock = utc_now,
 ) -> FastAPI:
     """Build the app. Tests pass their own settings and engine."""
     settings = settings or get_settings()
     engine = engine or db.make_engine(settings.database_url)
+    sync_engine = SyncEngine(engine, settings, clock=sync_clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_startup:
             startup(settings, engine)
-        yield
+        scheduler = None
+        if settings.role in ("all", "worker"):
+            scheduler = Scheduler(sync_engine, settings.scheduler_tick_seconds)
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
 
     app = FastAPI(
         title="okr-sync",
@@ -56,6 +72,7 @@ def create_app(
     )
     app.state.engine = engine
     app.state.settings = settings
+    app.state.sync_engine = sync_engine
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
 
@@ -63,6 +80,7 @@ def create_app(
     api.include_router(workspaces_router)
     api.include_router(okr_router)
     api.include_router(progress_router)
+    api.include_router(connectors_router)
     app.include_router(api)
 
     @app.get("/healthz", tags=["operations"])

@@ -1,0 +1,431 @@
+"""The sync engine: replicate a connector's records into the `record` table.
+
+What must hold (PRODUCT.md, "Sync"): after any sequence of runs — interrupted, retried,
+rate-limited, run by several workers — stored records equal the source's by id, deletes
+applied, nothing counted twice. How:
+
+* Each (connector, kind) reads a half-open window of modification time `[start, end)`,
+  starting `sync_overlap_seconds` before the previous window's end, so records stamped
+  late or sharing a timestamp with the boundary are read again rather than missed.
+* Every page is upserted on (connector, kind, source id), newest `modified_at` wins, and
+  committed in the same transaction as the page's checkpoint; a crash resumes there.
+* Deletes are tombstones (`deleted = true`), so an older copy read again cannot resurrect
+  a deleted record.
+* A lease on the connector row keeps a second worker from syncing it at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from sqlalchemy import Engine, Table, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from connectors.base import Record, RecordKind, Runtime, Window
+from connectors.errors import ConnectorError, QuotaExceededError
+from connectors.retry import RetryPolicy
+from service.clock import Clock, utc_now
+from service.errors import ConflictError, NotFoundError
+from service.settings import Settings
+from service.sync import secrets as secret_store
+from service.sync.models import (
+    AMOUNT_SCALE,
+    Connector,
+    RunStatus,
+    RunTrigger,
+    SyncedRecord,
+    SyncRun,
+    SyncState,
+)
+from service.sync.service import build_connector, connector_class, enabled_kinds
+
+log = logging.getLogger(__name__)
+
+#: Where a first sync starts when nothing narrower is configured: everything.
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+RECORD: Table = SyncedRecord.__table__  # type: ignore[attr-defined]
+_UPDATED_COLUMNS = (
+    "workspace_id", "created_at", "modified_at", "deleted", "close_date", "status", "stage",
+    "is_closed", "is_won", "amount_e4", "currency", "lead_source", "owner", "deal_type",
+    "score", "email", "raw", "synced_at",
+)  # fmt: skip
+
+
+class SyncAlreadyRunning(ConflictError):
+    """Another worker holds this connector's lease."""
+
+
+class LeaseLost(Exception):
+    """Our lease expired and another worker took the connector over."""
+
+
+@dataclass
+class Counts:
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.fetched += other.fetched
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.deleted += other.deleted
+
+
+@dataclass
+class KindReport:
+    counts: Counts = field(default_factory=Counts)
+    window_start: str | None = None
+    window_end: str | None = None
+    pages: int = 0
+    resumed: bool = False
+
+
+def amount_e4(amount: Decimal | None) -> int | None:
+    """An amount as exact integer 1/10,000ths (banker's rounding beyond 4 decimals)."""
+    if amount is None:
+        return None
+    return int((amount * AMOUNT_SCALE).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def _row(record: Record, workspace_id: int, connector_id: int, now: datetime) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "connector_id": connector_id,
+        "kind": record.kind.value,
+        "source_id": record.source_id,
+        "created_at": record.created_at,
+        "modified_at": record.modified_at,
+        "deleted": record.deleted,
+        "close_date": record.close_date,
+        "status": record.status,
+        "stage": record.stage,
+        "is_closed": record.is_closed,
+        "is_won": record.is_won,
+        "amount_e4": amount_e4(record.amount),
+        "currency": record.currency,
+        "lead_source": record.lead_source,
+        "owner": record.owner,
+        "deal_type": record.deal_type,
+        "score": record.score,
+        "email": record.email,
+        "raw": record.raw,
+        "synced_at": now,
+    }
+
+
+def upsert_page(
+    session: Session,
+    connector: Connector,
+    kind: RecordKind,
+    records: Sequence[Record],
+    now: datetime,
+) -> Counts:
+    """Store one page: insert new records, update newer versions, apply deletes. Flushes.
+
+    Counts are decided against what is stored, so re-reading an overlap counts nothing.
+    """
+    assert connector.id is not None
+    counts = Counts(fetched=len(records))
+    newest: dict[str, Record] = {}
+    for record in records:
+        if record.kind is not kind:
+            raise ConnectorError(f"connector yielded a {record.kind} record while reading {kind}")
+        seen = newest.get(record.source_id)
+        if seen is None or record.modified_at >= seen.modified_at:
+            newest[record.source_id] = record
+    if not newest:
+        return counts
+    conn = session.connection()
+    stored: dict[str, tuple[datetime, bool]] = {}
+    ids = list(newest)
+    for i in range(0, len(ids), 5000):
+        for source_id, modified_at, deleted in conn.execute(
+            select(RECORD.c.source_id, RECORD.c.modified_at, RECORD.c.deleted).where(
+                RECORD.c.connector_id == connector.id,
+                RECORD.c.kind == kind.value,
+                RECORD.c.source_id.in_(ids[i : i + 5000]),
+            )
+        ):
+            stored[source_id] = (modified_at, deleted)
+    rows = []
+    for source_id, record in newest.items():
+        before = stored.get(source_id)
+        if before is None:
+            if record.deleted:
+                continue  # deleted before we ever saw it: nothing to store or to count
+            counts.inserted += 1
+        else:
+            old_modified, old_deleted = before
+            if record.modified_at <= old_modified:
+                continue  # the same or an older version than the one stored
+            if record.deleted and not old_deleted:
+                counts.deleted += 1
+            else:
+                counts.updated += 1
+        rows.append(_row(record, connector.workspace_id, connector.id, now))
+    if rows:
+        dialect = conn.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(RECORD)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["connector_id", "kind", "source_id"],
+            set_={name: stmt.excluded[name] for name in _UPDATED_COLUMNS},
+            # Newest wins even if two writers race on the same record.
+            where=RECORD.c.modified_at <= stmt.excluded.modified_at,
+        )
+        conn.execute(stmt, rows)
+    return counts
+
+
+def runtime_for(connector: Connector, settings: Settings) -> Runtime:
+    """Retry, throttle, budget and TLS settings for one run of `connector`."""
+    cls = connector_class(connector.type)
+    rate: tuple[int, float] | None = getattr(cls, "default_rate", None)
+    budget = connector.config.get("request_budget") or settings.connector_request_budget
+    policy = RetryPolicy(
+        max_attempts=settings.connector_max_attempts,
+        request_budget=budget,
+        rate_requests=rate[0] if rate else None,
+        rate_period_seconds=rate[1] if rate else 10.0,
+    )
+    return Runtime(
+        retry=policy,
+        timeout_seconds=settings.connector_timeout_seconds,
+        ca_bundle=settings.connector_ca_bundle,
+    )
+
+
+class SyncEngine:
+    """Runs syncs. One instance per process; `worker_id` names it in leases."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock = utc_now,
+        runtime_factory: Callable[[Connector], Runtime] | None = None,
+        after_commit: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.worker_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self.runtime_factory = runtime_factory or (lambda c: runtime_for(c, settings))
+        #: Test hook: called after each committed page with (kind, page number).
+        self.after_commit = after_commit
+
+    # ------------------------------------------------------------------ leases
+
+    def _acquire(self, connector_id: int) -> Connector:
+        now = self.clock()
+        until = now + timedelta(seconds=self.settings.sync_lease_seconds)
+        table = Connector.__table__  # type: ignore[attr-defined]
+        with Session(self.engine, expire_on_commit=False) as session:
+            result = session.execute(
+                update(table)
+                .where(
+                    table.c.id == connector_id,
+                    or_(table.c.lease_until.is_(None), table.c.lease_until < now),
+                )
+                .values(lease_owner=self.worker_id, lease_until=until)
+            )
+            session.commit()
+            row = session.get(Connector, connector_id)
+            if row is None:
+                raise NotFoundError("connector", connector_id)
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise SyncAlreadyRunning(f"connector {connector_id} is already syncing")
+            return row
+
+    def _renew(self, session: Session, connector_id: int) -> None:
+        table = Connector.__table__  # type: ignore[attr-defined]
+        until = self.clock() + timedelta(seconds=self.settings.sync_lease_seconds)
+        result = session.execute(
+            update(table)
+            .where(and_(table.c.id == connector_id, table.c.lease_owner == self.worker_id))
+            .values(lease_until=until)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise LeaseLost(f"lease on connector {connector_id} was taken over")
+
+    def _release(self, connector_id: int) -> None:
+        table = Connector.__table__  # type: ignore[attr-defined]
+        with Session(self.engine) as session:
+            session.execute(
+                update(table)
+                .where(and_(table.c.id == connector_id, table.c.lease_owner == self.worker_id))
+                .values(lease_owner=None, lease_until=None)
+            )
+            session.commit()
+
+    # ------------------------------------------------------------------ runs
+
+    def run(self, connector_id: int, trigger: RunTrigger = RunTrigger.manual) -> SyncRun:
+        """Sync every enabled kind of the connector; returns the finished run.
+
+        Raises SyncAlreadyRunning when another worker holds the connector.
+        """
+        row = self._acquire(connector_id)
+        try:
+            return self._run(row, trigger)
+        finally:
+            self._release(connector_id)
+
+    def _run(self, row: Connector, trigger: RunTrigger) -> SyncRun:
+        assert row.id is not None
+        started = self.clock()
+        t0 = time.monotonic()
+        with Session(self.engine, expire_on_commit=False) as session:
+            run = SyncRun(
+                workspace_id=row.workspace_id,
+                connector_id=row.id,
+                trigger=trigger,
+                status=RunStatus.running,
+                started_at=started,
+            )
+            session.add(run)
+            session.commit()
+        reports: dict[str, KindReport] = {}
+        runtime = self.runtime_factory(row)
+        error: BaseException | None = None
+        try:
+            vendor = build_connector(row, runtime)
+            try:
+                for kind in enabled_kinds(row):
+                    report = KindReport()
+                    reports[kind.value] = report
+                    self._sync_kind(row, vendor, kind, started, report)
+            finally:
+                vendor.close()
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run
+            error = exc
+        totals = Counts()
+        for report in reports.values():
+            totals.add(report.counts)
+        return self._finish(row, run, started, t0, totals, reports, runtime, error)
+
+    def _finish(
+        self,
+        row: Connector,
+        run: SyncRun,
+        started: datetime,
+        t0: float,
+        totals: Counts,
+        reports: dict[str, KindReport],
+        runtime: Runtime,
+        error: BaseException | None,
+    ) -> SyncRun:
+        secrets = secret_store.unseal(row.secrets).values()
+        details: dict[str, Any] = {
+            "kinds": {
+                kind: {
+                    "fetched": r.counts.fetched,
+                    "inserted": r.counts.inserted,
+                    "updated": r.counts.updated,
+                    "deleted": r.counts.deleted,
+                    "pages": r.pages,
+                    "window_start": r.window_start,
+                    "window_end": r.window_end,
+                    "resumed": r.resumed,
+                }
+                for kind, r in reports.items()
+            }
+        }
+        if isinstance(error, QuotaExceededError):
+            details["quota"] = {"used": error.used, "limit": error.limit}
+        with Session(self.engine, expire_on_commit=False) as session:
+            run = session.merge(run)
+            run.finished_at = self.clock()
+            run.duration_ms = int((time.monotonic() - t0) * 1000)
+            run.fetched, run.inserted = totals.fetched, totals.inserted
+            run.updated, run.deleted = totals.updated, totals.deleted
+            run.requests = runtime.retry.requests_made
+            run.retries = runtime.retry.retries
+            connector = session.get(Connector, row.id)
+            assert connector is not None
+            if error is None:
+                run.status = RunStatus.succeeded
+                connector.last_success_at = started
+                self._reevaluate(session, connector, set(reports), started)
+            else:
+                run.status = RunStatus.failed
+                if isinstance(error, ConnectorError):
+                    run.error_class = error.error_class
+                    message = error.message
+                else:
+                    run.error_class = "internal"
+                    message = f"{type(error).__name__}: {error}"
+                    log.exception("sync of connector %s failed", row.id, exc_info=error)
+                run.error_message = secret_store.redact(message, secrets)[:4000]
+            run.details = json.loads(json.dumps(details, default=str))
+            connector.last_run_status = run.status
+            session.commit()
+            return run
+
+    def _reevaluate(
+        self, session: Session, connector: Connector, kinds: set[str], now: datetime
+    ) -> None:
+        from service.mappings.service import reevaluate_after_sync
+
+        assert connector.id is not None
+        reevaluate_after_sync(session, connector.id, kinds, now)
+
+    def _sync_kind(
+        self,
+        row: Connector,
+        vendor: Any,
+        kind: RecordKind,
+        now: datetime,
+        report: KindReport,
+    ) -> None:
+        assert row.id is not None
+        overlap = timedelta(seconds=self.settings.sync_overlap_seconds)
+        with Session(self.engine, expire_on_commit=False) as session:
+            state = session.get(SyncState, (row.id, kind.value))
+            if state is None:
+                state = SyncState(connector_id=row.id, kind=kind.value)
+                session.add(state)
+            if state.window_start is not None and state.window_end is not None:
+                # A run died inside this window: finish it from the last committed page.
+                window = Window(state.window_start, state.window_end)
+                resume = state.resume
+                report.resumed = True
+            else:
+                start = state.watermark - overlap if state.watermark else BEGINNING
+                window = Window(min(start, now), now)
+                resume = None
+                state.window_start, state.window_end, state.resume = window.start, window.end, None
+            state.updated_at = self.clock()
+            session.commit()
+            report.window_start = window.start.isoformat()
+            report.window_end = window.end.isoformat()
+
+            for page in vendor.read(kind, window, resume):
+                counts = upsert_page(session, row, kind, page.records, self.clock())
+                state.resume = dict(page.checkpoint) if page.checkpoint is not None else None
+                state.updated_at = self.clock()
+                self._renew(session, row.id)
+                session.commit()
+                report.counts.add(counts)
+                report.pages += 1
+                if self.after_commit is not None:
+                    self.after_commit(kind.value, report.pages)
+
+            state.watermark = window.end
+            state.window_start = state.window_end = None
+            state.resume = None
+            state.updated_at = self.clock()
+            session.commit()

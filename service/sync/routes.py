@@ -1,0 +1,139 @@
+"""HTTP routes for connectors: configure, check, sync, and read their runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from sqlmodel import col, select
+
+from connectors.errors import ConnectorError
+from service.deps import ClockDep, CurrentWorkspace, SessionDep, SettingsDep
+from service.okr.service import get_owned, page_of
+from service.pagination import Page, decode_cursor
+from service.sync import secrets as secret_store
+from service.sync import service
+from service.sync.engine import SyncEngine, runtime_for
+from service.sync.models import (
+    CheckPublic,
+    Connector,
+    ConnectorCreate,
+    ConnectorPublic,
+    ConnectorUpdate,
+    RunTrigger,
+    SyncRun,
+    SyncRunPublic,
+)
+
+router = APIRouter(prefix="/connectors", tags=["connectors"])
+
+
+def _engine(request: Request) -> SyncEngine:
+    engine: SyncEngine = request.app.state.sync_engine
+    return engine
+
+
+@router.get("", response_model=Page[ConnectorPublic])
+def list_connectors(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    clock: ClockDep,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: str | None = None,
+) -> Page[ConnectorPublic]:
+    """List the workspace's connectors (secrets are never returned)."""
+    size = min(limit or settings.page_limit_default, settings.page_limit_max)
+    query = select(Connector).where(Connector.workspace_id == ws.id)
+    rows, nxt = page_of(session, query, Connector, size, decode_cursor(cursor))
+    now = clock()
+    return Page(items=[service.public(r, now) for r in rows], next_cursor=nxt)
+
+
+@router.post("", response_model=ConnectorPublic, status_code=201)
+def create_connector(
+    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, data: ConnectorCreate
+) -> ConnectorPublic:
+    """Configure a connector (Salesforce, HubSpot, Delighted or demo)."""
+    row = service.create_connector(session, ws, data)
+    session.commit()
+    return service.public(row, clock())
+
+
+@router.get("/{connector_id}", response_model=ConnectorPublic)
+def read_connector(
+    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, connector_id: int
+) -> ConnectorPublic:
+    """Read a connector (secrets are reported by name only)."""
+    return service.public(get_owned(session, Connector, ws, connector_id), clock())
+
+
+@router.patch("/{connector_id}", response_model=ConnectorPublic)
+def update_connector(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    clock: ClockDep,
+    connector_id: int,
+    data: ConnectorUpdate,
+) -> ConnectorPublic:
+    """Change a connector's name, configuration, secrets, kinds or schedule."""
+    row = service.update_connector(session, get_owned(session, Connector, ws, connector_id), data)
+    session.commit()
+    return service.public(row, clock())
+
+
+@router.delete("/{connector_id}", status_code=204)
+def delete_connector(session: SessionDep, ws: CurrentWorkspace, connector_id: int) -> None:
+    """Delete a connector with its synced records and runs."""
+    session.delete(get_owned(session, Connector, ws, connector_id))
+    session.commit()
+
+
+@router.post("/{connector_id}/check", response_model=CheckPublic)
+def check_connector(
+    session: SessionDep, ws: CurrentWorkspace, settings: SettingsDep, connector_id: int
+) -> CheckPublic:
+    """Probe the connector's credentials and configuration with one cheap call."""
+    row = get_owned(session, Connector, ws, connector_id)
+    runtime = runtime_for(row, settings)
+    runtime.retry.max_attempts = min(runtime.retry.max_attempts, 2)
+    vendor = service.build_connector(row, runtime)
+    try:
+        result = vendor.check()
+    except ConnectorError as exc:
+        detail = secret_store.redact(exc.message, secret_store.unseal(row.secrets).values())
+        return CheckPublic(ok=False, detail=f"{exc.error_class}: {detail}")
+    finally:
+        vendor.close()
+    return CheckPublic(
+        ok=result.ok,
+        detail=result.detail,
+        quota_used=result.quota_used,
+        quota_limit=result.quota_limit,
+    )
+
+
+@router.post("/{connector_id}/sync", response_model=SyncRunPublic)
+def sync_connector(
+    request: Request, session: SessionDep, ws: CurrentWorkspace, connector_id: int
+) -> SyncRun:
+    """Run a sync now and return the finished run (409 if one is already running)."""
+    get_owned(session, Connector, ws, connector_id)
+    return _engine(request).run(connector_id, RunTrigger.manual)
+
+
+@router.get("/{connector_id}/runs", response_model=Page[SyncRunPublic])
+def list_runs(
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    connector_id: int,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: str | None = None,
+) -> Page[Any]:
+    """The connector's sync runs, oldest first."""
+    get_owned(session, Connector, ws, connector_id)
+    size = min(limit or settings.page_limit_default, settings.page_limit_max)
+    query = select(SyncRun).where(col(SyncRun.connector_id) == connector_id)
+    rows, nxt = page_of(session, query, SyncRun, size, decode_cursor(cursor))
+    return Page(items=rows, next_cursor=nxt)
