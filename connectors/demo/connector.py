@@ -1,0 +1,250 @@
+"""Demo connector: the Tartempion dataset of `connectors.demo.dataset`, served "as of now".
+
+A record exists once it is created at or before `now`; what is yielded is its state as of
+`now` (a lead qualified after `now` is yielded as not yet qualified; a record deleted before
+`now` is yielded with `deleted=True` and `modified_at` = deletion time). Records are sorted
+by `(modified_at, source_id)` and paged with a keyset checkpoint
+`{"after_ts": <ISO datetime>, "after_id": <id>}`, like a real incremental API.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from connectors.base import (
+    CheckResult,
+    Connector,
+    ConnectorConfig,
+    ConnectorSecrets,
+    FieldType,
+    Page,
+    Record,
+    RecordKind,
+    Runtime,
+    Window,
+)
+from connectors.demo.dataset import Dataset, Timeline, Version, generate
+from connectors.errors import AuthError, ConfigError
+
+DEFAULT_PAGE_SIZE = 500
+
+_S = FieldType.string
+_N = FieldType.number
+_B = FieldType.boolean
+_D = FieldType.date
+
+
+class DemoConfig(ConnectorConfig):
+    """Settings of the demo dataset."""
+
+    #: Random seed: the same (seed, size, year, now) always gives the same records.
+    seed: int = 42
+    #: Leads created in the year; opportunities and NPS answers scale with it.
+    size: int = Field(default=3000, ge=10, le=200_000)
+    #: Calendar year of the dataset; default: the year of `now`.
+    year: int | None = Field(default=None, ge=2000, le=2100)
+    #: Fixed "now" (ISO 8601; naive means UTC); default: the wall clock at read time.
+    now: datetime | None = None
+    #: Floor every yielded created_at/modified_at to this many seconds (counted from the
+    #: start of the year), to rehearse sources whose clocks are coarse; 1 = as generated.
+    timestamp_resolution_seconds: int = Field(default=1, ge=1)
+    #: Behave like a source rejecting its credentials (check and read raise AuthError), to
+    #: show the failure path in a demo or a test. The dataset itself needs no credentials.
+    reject_credentials: bool = False
+
+    @field_validator("now")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class DemoSecrets(ConnectorSecrets):
+    """The demo needs no secrets."""
+
+
+class DemoConnector(Connector):
+    """Serves the deterministic Tartempion dataset as leads, opportunities and NPS answers."""
+
+    type_name: ClassVar[str] = "demo"
+    kinds: ClassVar[frozenset[RecordKind]] = frozenset(
+        {RecordKind.lead, RecordKind.opportunity, RecordKind.survey_response}
+    )
+    config_model: ClassVar[type[ConnectorConfig]] = DemoConfig
+    secrets_model: ClassVar[type[ConnectorSecrets]] = DemoSecrets
+    standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {
+        RecordKind.lead: {
+            "Status": _S,
+            "LeadSource": _S,
+            "Company": _S,
+            "Country": _S,
+            "Industry": _S,
+            "Title": _S,
+            "OwnerId": _S,
+            "IsConverted": _B,
+            "ConvertedDate": _D,
+            "ConvertedOpportunityId": _S,
+        },
+        RecordKind.opportunity: {
+            "StageName": _S,
+            "IsClosed": _B,
+            "IsWon": _B,
+            "CloseDate": _D,
+            "Amount": _N,
+            "CurrencyIsoCode": _S,
+            "Type": _S,
+            "LeadSource": _S,
+            "Probability": _N,
+            "AccountName": _S,
+            "OwnerId": _S,
+        },
+        RecordKind.survey_response: {
+            "survey_type": _S,
+            "comment": _S,
+            "person_properties.Customer Type": _S,
+            "person_properties.Company": _S,
+            "person_properties.Country": _S,
+        },
+    }
+
+    def __init__(
+        self, config: ConnectorConfig, secrets: ConnectorSecrets, runtime: Runtime | None = None
+    ) -> None:
+        if not isinstance(config, DemoConfig):
+            raise ConfigError("demo connector needs a DemoConfig")
+        super().__init__(config, secrets, runtime)
+        self._config = config
+
+    def check(self) -> CheckResult:
+        """Always ok, unless the config asks to simulate rejected credentials."""
+        self._refuse_if_configured()
+        now = self._now()
+        return CheckResult(
+            ok=True,
+            detail=(
+                f"demo dataset: seed {self._config.seed}, {self._config.size} leads in "
+                f"{self._year(now)}, as of {now.isoformat()}"
+            ),
+        )
+
+    def read(
+        self, kind: RecordKind, window: Window, resume: Mapping[str, Any] | None = None
+    ) -> Iterator[Page]:
+        """Yield the records of `kind` whose modification (as of now) is in `window`."""
+        self.ensure_kind(kind)
+        self._refuse_if_configured()
+        after = _parse_checkpoint(resume)
+        now = self._now()
+        dataset = generate(self._config.seed, self._config.size, self._year(now))
+        records = self._as_of(dataset, kind, int(now.timestamp()))
+        keys = [(r.modified_at, r.source_id) for r in records]
+        lower = (window.start, "")
+        if after is not None and after > lower:
+            # A checkpoint sorts after every record it covers: resume strictly after it.
+            begin = bisect.bisect_right(keys, after)
+        else:
+            begin = bisect.bisect_left(keys, lower)
+        end = bisect.bisect_left(keys, (window.end, ""))
+        size = self.runtime.page_size or DEFAULT_PAGE_SIZE
+        for start in range(begin, end, size):
+            chunk = records[start : min(start + size, end)]
+            last = chunk[-1]
+            yield Page(
+                records=chunk,
+                checkpoint={"after_ts": last.modified_at.isoformat(), "after_id": last.source_id},
+            )
+
+    def _refuse_if_configured(self) -> None:
+        if self._config.reject_credentials:
+            raise AuthError("demo connector is configured to reject its credentials")
+
+    def _now(self) -> datetime:
+        # Whole seconds: the dataset's clock ticks in seconds.
+        return (self._config.now or datetime.now(UTC)).replace(microsecond=0)
+
+    def _year(self, now: datetime) -> int:
+        return self._config.year or now.year
+
+    def _as_of(self, dataset: Dataset, kind: RecordKind, now: int) -> list[Record]:
+        resolution = self._config.timestamp_resolution_seconds
+        origin = int(datetime(dataset.year, 1, 1, tzinfo=UTC).timestamp())
+
+        def coarse(at: int) -> datetime:
+            floored = at if resolution == 1 else origin + (at - origin) // resolution * resolution
+            return datetime.fromtimestamp(floored, UTC)
+
+        records = []
+        for timeline in dataset.timelines[kind]:
+            version = timeline.as_of(now)
+            if version is not None:
+                records.append(_record(timeline, version, coarse))
+        records.sort(key=lambda r: (r.modified_at, r.source_id))
+        return records
+
+
+def _parse_checkpoint(resume: Mapping[str, Any] | None) -> tuple[datetime, str] | None:
+    if resume is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(resume["after_ts"]))
+        source_id = resume["after_id"]
+    except (KeyError, ValueError):
+        raise ConfigError("demo checkpoint must be {'after_ts': <ISO>, 'after_id': <id>}") from None
+    if moment.tzinfo is None or not isinstance(source_id, str):
+        raise ConfigError("demo checkpoint needs an aware after_ts and a string after_id")
+    return moment, source_id
+
+
+def _record(timeline: Timeline, version: Version, coarse: Any) -> Record:
+    """The normalised record of one version (fields named like Salesforce / Delighted)."""
+    raw = dict(version.raw)
+    created_at = coarse(timeline.created_at)
+    modified_at = coarse(version.at)
+    if timeline.kind is RecordKind.lead:
+        return Record(
+            kind=timeline.kind,
+            source_id=timeline.source_id,
+            created_at=created_at,
+            modified_at=modified_at,
+            deleted=version.deleted,
+            status=raw["Status"],
+            lead_source=raw["LeadSource"],
+            owner=raw["OwnerName"],
+            email=raw["Email"],
+            raw=raw,
+        )
+    if timeline.kind is RecordKind.opportunity:
+        return Record(
+            kind=timeline.kind,
+            source_id=timeline.source_id,
+            created_at=created_at,
+            modified_at=modified_at,
+            deleted=version.deleted,
+            stage=raw["StageName"],
+            is_closed=raw["IsClosed"],
+            is_won=raw["IsWon"],
+            close_date=date.fromisoformat(raw["CloseDate"]),
+            amount=Decimal(str(raw["Amount"])),
+            currency=raw["CurrencyIsoCode"],
+            lead_source=raw["LeadSource"],
+            owner=raw["OwnerName"],
+            deal_type=raw["Type"],
+            raw=raw,
+        )
+    return Record(
+        kind=timeline.kind,
+        source_id=timeline.source_id,
+        created_at=created_at,
+        modified_at=modified_at,
+        deleted=version.deleted,
+        score=raw["score"],
+        email=raw["person"]["email"],
+        raw=raw,
+    )
