@@ -1,5 +1,8 @@
 """Demo connector: the Tartempion dataset of `connectors.demo.dataset`, served "as of now".
 
+Leads and opportunities are normalised exactly as the Salesforce connector normalises its
+records (`owner` is the `OwnerId`, ...), survey responses as the Delighted connector does.
+
 A record exists once it is created at or before `now`; what is yielded is its state as of
 `now` (a lead qualified after `now` is yielded as not yet qualified; a record deleted before
 `now` is yielded with `deleted=True` and `modified_at` = deletion time). Records are sorted
@@ -38,6 +41,18 @@ _S = FieldType.string
 _N = FieldType.number
 _B = FieldType.boolean
 _D = FieldType.date
+_T = FieldType.datetime
+
+#: The same common fields as the Salesforce connector reads, so its mappings fit the demo.
+_SALESFORCE_COMMON = {
+    "Id": _S,
+    "IsDeleted": _B,
+    "CreatedDate": _T,
+    "LastModifiedDate": _T,
+    "SystemModstamp": _T,
+    "OwnerId": _S,
+    "LeadSource": _S,
+}
 
 
 class DemoConfig(ConnectorConfig):
@@ -81,33 +96,39 @@ class DemoConnector(Connector):
     secrets_model: ClassVar[type[ConnectorSecrets]] = DemoSecrets
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {
         RecordKind.lead: {
+            **_SALESFORCE_COMMON,
             "Status": _S,
-            "LeadSource": _S,
+            "Email": _S,
             "Company": _S,
             "Country": _S,
             "Industry": _S,
             "Title": _S,
-            "OwnerId": _S,
+            "OwnerName": _S,
             "IsConverted": _B,
             "ConvertedDate": _D,
             "ConvertedOpportunityId": _S,
         },
         RecordKind.opportunity: {
+            **_SALESFORCE_COMMON,
+            "Name": _S,
+            "AccountId": _S,
+            "AccountName": _S,
             "StageName": _S,
             "IsClosed": _B,
             "IsWon": _B,
             "CloseDate": _D,
             "Amount": _N,
             "CurrencyIsoCode": _S,
-            "Type": _S,
-            "LeadSource": _S,
             "Probability": _N,
-            "AccountName": _S,
-            "OwnerId": _S,
+            "Type": _S,
+            "ForecastCategoryName": _S,
+            "OwnerName": _S,
         },
         RecordKind.survey_response: {
             "survey_type": _S,
             "comment": _S,
+            "permalink": _S,
+            # Nested like Delighted's own payload: raw["person_properties"]["Customer Type"].
             "person_properties.Customer Type": _S,
             "person_properties.Company": _S,
             "person_properties.Country": _S,
@@ -143,18 +164,25 @@ class DemoConnector(Connector):
         after = _parse_checkpoint(resume)
         now = self._now()
         dataset = generate(self._config.seed, self._config.size, self._year(now))
-        records = self._as_of(dataset, kind, int(now.timestamp()))
-        keys = [(r.modified_at, r.source_id) for r in records]
-        lower = (window.start, "")
+        entries = self._as_of(dataset, kind, int(now.timestamp()))
+        # Keys are (unix seconds, id); window bounds and checkpoints compare as floats, so
+        # sub-second bounds cut exactly between whole-second stamps.
+        keys = [(at, timeline.source_id) for at, timeline, _ in entries]
+        lower = (window.start.timestamp(), "")
         if after is not None and after > lower:
             # A checkpoint sorts after every record it covers: resume strictly after it.
             begin = bisect.bisect_right(keys, after)
         else:
             begin = bisect.bisect_left(keys, lower)
-        end = bisect.bisect_left(keys, (window.end, ""))
+        end = bisect.bisect_left(keys, (window.end.timestamp(), ""))
         size = self.runtime.page_size or DEFAULT_PAGE_SIZE
+        resolution = self._config.timestamp_resolution_seconds
         for start in range(begin, end, size):
-            chunk = records[start : min(start + size, end)]
+            # Records are only built for what is yielded: incremental reads stay cheap.
+            chunk = [
+                _record(timeline, version, at, _coarse(timeline.created_at, dataset, resolution))
+                for at, timeline, version in entries[start : min(start + size, end)]
+            ]
             last = chunk[-1]
             yield Page(
                 records=chunk,
@@ -172,24 +200,30 @@ class DemoConnector(Connector):
     def _year(self, now: datetime) -> int:
         return self._config.year or now.year
 
-    def _as_of(self, dataset: Dataset, kind: RecordKind, now: int) -> list[Record]:
+    def _as_of(
+        self, dataset: Dataset, kind: RecordKind, now: int
+    ) -> list[tuple[int, Timeline, Version]]:
+        """(yielded modification second, timeline, current version) of the records existing
+        at `now`, sorted like the pages."""
         resolution = self._config.timestamp_resolution_seconds
-        origin = int(datetime(dataset.year, 1, 1, tzinfo=UTC).timestamp())
-
-        def coarse(at: int) -> datetime:
-            floored = at if resolution == 1 else origin + (at - origin) // resolution * resolution
-            return datetime.fromtimestamp(floored, UTC)
-
-        records = []
+        entries = []
         for timeline in dataset.timelines[kind]:
             version = timeline.as_of(now)
             if version is not None:
-                records.append(_record(timeline, version, coarse))
-        records.sort(key=lambda r: (r.modified_at, r.source_id))
-        return records
+                entries.append((_coarse(version.at, dataset, resolution), timeline, version))
+        entries.sort(key=lambda e: (e[0], e[1].source_id))
+        return entries
 
 
-def _parse_checkpoint(resume: Mapping[str, Any] | None) -> tuple[datetime, str] | None:
+def _coarse(at: int, dataset: Dataset, resolution: int) -> int:
+    """`at` floored to `resolution` seconds, counted from the start of the dataset's year."""
+    if resolution == 1:
+        return at
+    origin = int(datetime(dataset.year, 1, 1, tzinfo=UTC).timestamp())
+    return origin + (at - origin) // resolution * resolution
+
+
+def _parse_checkpoint(resume: Mapping[str, Any] | None) -> tuple[float, str] | None:
     if resume is None:
         return None
     try:
@@ -199,14 +233,15 @@ def _parse_checkpoint(resume: Mapping[str, Any] | None) -> tuple[datetime, str] 
         raise ConfigError("demo checkpoint must be {'after_ts': <ISO>, 'after_id': <id>}") from None
     if moment.tzinfo is None or not isinstance(source_id, str):
         raise ConfigError("demo checkpoint needs an aware after_ts and a string after_id")
-    return moment, source_id
+    return moment.timestamp(), source_id
 
 
-def _record(timeline: Timeline, version: Version, coarse: Any) -> Record:
+def _record(timeline: Timeline, version: Version, modified: int, created: int) -> Record:
     """The normalised record of one version (fields named like Salesforce / Delighted)."""
+    # A copy, so a consumer editing `raw` cannot alter the cached dataset.
     raw = dict(version.raw)
-    created_at = coarse(timeline.created_at)
-    modified_at = coarse(version.at)
+    created_at = datetime.fromtimestamp(created, UTC)
+    modified_at = datetime.fromtimestamp(modified, UTC)
     if timeline.kind is RecordKind.lead:
         return Record(
             kind=timeline.kind,
@@ -216,7 +251,7 @@ def _record(timeline: Timeline, version: Version, coarse: Any) -> Record:
             deleted=version.deleted,
             status=raw["Status"],
             lead_source=raw["LeadSource"],
-            owner=raw["OwnerName"],
+            owner=raw["OwnerId"],
             email=raw["Email"],
             raw=raw,
         )
@@ -234,7 +269,7 @@ def _record(timeline: Timeline, version: Version, coarse: Any) -> Record:
             amount=Decimal(str(raw["Amount"])),
             currency=raw["CurrencyIsoCode"],
             lead_source=raw["LeadSource"],
-            owner=raw["OwnerName"],
+            owner=raw["OwnerId"],
             deal_type=raw["Type"],
             raw=raw,
         )
