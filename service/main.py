@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 from service import db
 from service.clock import Clock, utc_now
 from service.errors import install_error_handlers, problem
+from service.mappings.routes import router as mappings_router
 from service.okr.routes import router as okr_router
 from service.progress.routes import router as progress_router
 from service.settings import Settings, get_settings
@@ -81,6 +82,7 @@ def create_app(
     api.include_router(okr_router)
     api.include_router(progress_router)
     api.include_router(connectors_router)
+    api.include_router(mappings_router)
     app.include_router(api)
 
     @app.get("/healthz", tags=["operations"])

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     #: Default page size of list endpoints, and its maximum.
     page_limit_default: int = Field(default=50, ge=1)
     page_limit_max: int = Field(default=500, ge=1)
+    #: A target this many times the previous equivalent window's value is a stretch ...
+    ambition_stretch_ratio: float = Field(default=1.5, gt=0)
+    #: ... and this many times, unrealistic (progress reads flag it).
+    ambition_unrealistic_ratio: float = Field(default=3.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
