@@ -171,8 +171,10 @@ class HubSpotClient:
         self, what: str, status: int | None, raw_headers: Any, raw_body: Any
     ) -> ConnectorError:
         headers = {str(k).lower(): str(v) for k, v in dict(raw_headers or {}).items()}
-        text = raw_body.decode("utf-8", "replace") if isinstance(raw_body, bytes) else str(
-            raw_body or ""
+        text = (
+            raw_body.decode("utf-8", "replace")
+            if isinstance(raw_body, bytes)
+            else str(raw_body or "")
         )
         try:
             payload = json.loads(text) if text else {}

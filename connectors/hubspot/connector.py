@@ -468,7 +468,6 @@ class HubSpotConnector(Connector):
     ) -> Record:
         result = hit.result
         props: dict[str, Any] = dict(result.get("properties") or {})
-        created_default = _datetime(result.get("createdAt"), "createdAt")
         common: dict[str, Any] = {
             "kind": kind,
             "source_id": str(hit.id),
@@ -478,6 +477,7 @@ class HubSpotConnector(Connector):
             "raw": props,
         }
         try:
+            created_default = _datetime(result.get("createdAt"), "createdAt")
             if kind is RecordKind.contact:
                 created = _datetime(props.get("createdate"), "createdate") or created_default
                 return Record(

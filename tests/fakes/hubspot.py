@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,10 +98,24 @@ KNOWN_PROPERTIES: dict[str, dict[str, str]] = {
 
 #: Properties returned when a request names none (HubSpot returns a small default set).
 DEFAULT_PROPERTIES = {
-    "contacts": ("createdate", "email", "firstname", "hs_object_id", "lastmodifieddate",
-                 "lastname"),
-    "deals": ("amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate",
-              "hs_object_id", "pipeline"),
+    "contacts": (
+        "createdate",
+        "email",
+        "firstname",
+        "hs_object_id",
+        "lastmodifieddate",
+        "lastname",
+    ),
+    "deals": (
+        "amount",
+        "closedate",
+        "createdate",
+        "dealname",
+        "dealstage",
+        "hs_lastmodifieddate",
+        "hs_object_id",
+        "pipeline",
+    ),
     "feedback_submissions": ("hs_createdate", "hs_lastmodifieddate", "hs_object_id"),
 }
 
@@ -110,6 +126,26 @@ RESULTS_CAP = 10_000
 CLOCK_START_MS = 1_704_067_200_000
 
 SearchFilter = dict[str, Any]
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "EQ": operator.eq,
+    "NEQ": operator.ne,
+    "GT": operator.gt,
+    "GTE": operator.ge,
+    "LT": operator.lt,
+    "LTE": operator.le,
+}
+_FAST_ATTRIBUTE = {"hs_object_id": "id"}
+
+
+_ORDERING: dict[str, Callable[[Any], bool]] = {
+    "EQ": lambda order: order == 0,
+    "NEQ": lambda order: order != 0,
+    "GT": lambda order: order > 0,
+    "GTE": lambda order: order >= 0,
+    "LT": lambda order: order < 0,
+    "LTE": lambda order: order <= 0,
+}
 
 
 def iso_ms(ms: int) -> str:
@@ -138,6 +174,12 @@ class FakeObject:
     created_ms: int
     updated_ms: int
     archived_ms: int | None = None
+    #: Tie-breaker for equal sort values: scrambled but stable, because HubSpot documents
+    #: no tie order and a connector must not rely on one.
+    tie: int = 0
+
+    def __post_init__(self) -> None:
+        self.tie = (self.id * 2_654_435_761) % 2**32
 
     def value(self, object_type: str, name: str) -> str | None:
         """A property's current value, including the ones HubSpot computes itself."""
@@ -355,8 +397,12 @@ class FakeHubSpot:
                 self._clock_ms = max(self._clock_ms, max(stamps_ms))
 
     def modify(
-        self, object_type: str, object_id: int, properties: Mapping[str, str | None],
-        *, at_ms: int | None = None,
+        self,
+        object_type: str,
+        object_id: int,
+        properties: Mapping[str, str | None],
+        *,
+        at_ms: int | None = None,
     ) -> None:
         """Change properties; the record's last-modified moves to `at_ms` (default: now+1s)."""
         with self._lock:
@@ -382,9 +428,7 @@ class FakeHubSpot:
     def live_ids(self, object_type: str) -> set[str]:
         """Ids of records that are not archived."""
         with self._lock:
-            return {
-                str(o.id) for o in self.objects[object_type].values() if o.archived_ms is None
-            }
+            return {str(o.id) for o in self.objects[object_type].values() if o.archived_ms is None}
 
     def define_property(self, object_type: str, name: str, hubspot_type: str = "string") -> None:
         """Add a custom property so searches may filter on it."""
@@ -431,8 +475,11 @@ class FakeHubSpot:
     ) -> dict[str, Any]:
         known = self._property_types(object_type)
         wanted = list(DEFAULT_PROPERTIES[object_type]) if not names else names
-        for always in ("hs_object_id", CREATED_PROPERTY[object_type],
-                       MODIFIED_PROPERTY[object_type]):
+        for always in (
+            "hs_object_id",
+            CREATED_PROPERTY[object_type],
+            MODIFIED_PROPERTY[object_type],
+        ):
             if always not in wanted:
                 wanted.append(always)
         properties: dict[str, str | None] = {}
@@ -466,10 +513,31 @@ class FakeHubSpot:
             a, b = left.lower(), right.lower()
         return (a > b) - (a < b)
 
+    def _filter_group(
+        self, object_type: str, objects: list[FakeObject], filters: list[SearchFilter]
+    ) -> list[FakeObject]:
+        """Objects matching every filter of a group (stamp/id filters take a fast path)."""
+        for flt in filters:
+            attribute = _FAST_ATTRIBUTE.get(flt["propertyName"]) or (
+                "updated_ms"
+                if flt["propertyName"] == MODIFIED_PROPERTY[object_type]
+                else "created_ms"
+                if flt["propertyName"] == CREATED_PROPERTY[object_type]
+                else None
+            )
+            if attribute is not None and flt["operator"] in _OPERATORS:
+                value = str(flt["value"])
+                target = int(Decimal(value)) if attribute == "id" else parse_ms(value)
+                test, get = _OPERATORS[flt["operator"]], attrgetter(attribute)
+                objects = [o for o in objects if test(get(o), target)]
+            else:
+                objects = [o for o in objects if self._matches(object_type, o, flt)]
+        return objects
+
     def _matches(self, object_type: str, obj: FakeObject, flt: SearchFilter) -> bool:
         name = flt["propertyName"]
-        hubspot_type = self._property_types(object_type)[name]
         operator = flt["operator"]
+        hubspot_type = self._property_types(object_type)[name]
         value = obj.value(object_type, name)
         if operator == "HAS_PROPERTY":
             return value not in (None, "")
@@ -481,37 +549,44 @@ class FakeHubSpot:
         if operator in ("IN", "NOT_IN"):
             hit = any(self._compare(hubspot_type, value, str(v)) == 0 for v in flt["values"])
             return hit if operator == "IN" else not hit
-        order = self._compare(hubspot_type, value, str(flt["value"]))
-        return {
-            "EQ": order == 0,
-            "NEQ": order != 0,
-            "GT": order > 0,
-            "GTE": order >= 0,
-            "LT": order < 0,
-            "LTE": order <= 0,
-        }[operator]
+        return _ORDERING[operator](self._compare(hubspot_type, value, str(flt["value"])))
 
-    def _sort_key(
-        self, object_type: str, name: str
-    ) -> Callable[[FakeObject], tuple[int, Any, int]]:
+    @staticmethod
+    def _fast_value(object_type: str, obj: FakeObject, name: str) -> int | None:
+        """Integer value of the stamp / id properties without formatting (keeps 25k fast)."""
+        if name == "hs_object_id":
+            return obj.id
+        if name == MODIFIED_PROPERTY[object_type]:
+            return obj.updated_ms
+        if name == CREATED_PROPERTY[object_type]:
+            return obj.created_ms
+        return None
+
+    def _sort_key(self, object_type: str, name: str) -> Callable[[FakeObject], Any]:
+        fast = _FAST_ATTRIBUTE.get(name) or (
+            "updated_ms"
+            if name == MODIFIED_PROPERTY[object_type]
+            else "created_ms"
+            if name == CREATED_PROPERTY[object_type]
+            else None
+        )
+        if fast is not None:
+            return attrgetter(fast, "tie")
         hubspot_type = self._property_types(object_type)[name]
 
         def key(obj: FakeObject) -> tuple[int, Any, int]:
             value = obj.value(object_type, name)
-            # Ties come back in a scrambled but stable order: HubSpot documents no tie order,
-            # so a connector must not rely on one.
-            tie = (obj.id * 2_654_435_761) % 2**32
             if value in (None, ""):
-                return (1, 0, tie)
+                return (1, 0, obj.tie)
             assert value is not None
             if hubspot_type == "datetime":
-                return (0, parse_ms(value), tie)
+                return (0, parse_ms(value), obj.tie)
             if hubspot_type == "number":
                 try:
-                    return (0, Decimal(value), tie)
+                    return (0, Decimal(value), obj.tie)
                 except InvalidOperation:
-                    return (0, Decimal(0), tie)
-            return (0, value.lower(), tie)
+                    return (0, Decimal(0), obj.tie)
+            return (0, value.lower(), obj.tie)
 
         return key
 
@@ -523,8 +598,9 @@ class FakeHubSpot:
             return _error(400, "Invalid input JSON on line 1", "VALIDATION_ERROR")
         limit = body.get("limit", 10)
         if not isinstance(limit, int) or limit < 1 or limit > SEARCH_LIMIT_MAX:
-            return _error(400, f"limit must be between 1 and {SEARCH_LIMIT_MAX}",
-                          "VALIDATION_ERROR")
+            return _error(
+                400, f"limit must be between 1 and {SEARCH_LIMIT_MAX}", "VALIDATION_ERROR"
+            )
         groups = body.get("filterGroups") or []
         if len(groups) > 5 or sum(len(g.get("filters", [])) for g in groups) > 25:
             return _error(400, "Too many filter groups or filters", "VALIDATION_ERROR")
@@ -536,15 +612,24 @@ class FakeHubSpot:
                     return _error(
                         400,
                         f"There was a problem with the request: Property "
-                        f"\"{flt.get('propertyName')}\" does not exist",
+                        f'"{flt.get("propertyName")}" does not exist',
                         "VALIDATION_ERROR",
                     )
                 if flt.get("operator") not in (
-                    "EQ", "NEQ", "GT", "GTE", "LT", "LTE", "HAS_PROPERTY",
-                    "NOT_HAS_PROPERTY", "IN", "NOT_IN",
+                    "EQ",
+                    "NEQ",
+                    "GT",
+                    "GTE",
+                    "LT",
+                    "LTE",
+                    "HAS_PROPERTY",
+                    "NOT_HAS_PROPERTY",
+                    "IN",
+                    "NOT_IN",
                 ):
-                    return _error(400, f"Unknown operator {flt.get('operator')}",
-                                  "VALIDATION_ERROR")
+                    return _error(
+                        400, f"Unknown operator {flt.get('operator')}", "VALIDATION_ERROR"
+                    )
         sorts = body.get("sorts") or []
         if len(sorts) > 1:
             return _error(400, "Only one sort is supported", "VALIDATION_ERROR")
@@ -564,11 +649,18 @@ class FakeHubSpot:
         with self._lock:
             candidates = [o for o in self.objects[object_type].values() if o.archived_ms is None]
             if groups:
-                candidates = [
-                    o for o in candidates
-                    if any(all(self._matches(object_type, o, f) for f in g.get("filters", []))
-                           for g in groups)
-                ]
+                try:
+                    matched: dict[int, FakeObject] = {}
+                    for group in groups:
+                        for o in self._filter_group(object_type, candidates, group["filters"]):
+                            matched[o.id] = o
+                    candidates = list(matched.values())
+                except (ValueError, InvalidOperation, KeyError):
+                    return _error(
+                        400,
+                        "There was a problem with the request: bad filter value",
+                        "VALIDATION_ERROR",
+                    )
             if sorts:
                 sort = sorts[0]
                 if isinstance(sort, str):
@@ -577,7 +669,7 @@ class FakeHubSpot:
                     name = sort.get("propertyName")
                     descending = sort.get("direction") == "DESCENDING"
                 if name not in known:
-                    return _error(400, f"Property \"{name}\" does not exist", "VALIDATION_ERROR")
+                    return _error(400, f'Property "{name}" does not exist', "VALIDATION_ERROR")
                 candidates.sort(key=self._sort_key(object_type, name), reverse=descending)
             else:
                 candidates.sort(key=lambda o: o.id)
@@ -607,8 +699,11 @@ class FakeHubSpot:
         names = [n for raw in query.get("properties", []) for n in raw.split(",") if n] or None
         with self._lock:
             rows = sorted(
-                (o for o in self.objects[object_type].values()
-                 if (o.archived_ms is not None) == archived and o.id >= after),
+                (
+                    o
+                    for o in self.objects[object_type].values()
+                    if (o.archived_ms is not None) == archived and o.id >= after
+                ),
                 key=lambda o: o.id,
             )
             served = min(limit, self.page_size or limit)
@@ -617,9 +712,7 @@ class FakeHubSpot:
         payload: dict[str, Any] = {"results": results}
         if len(rows) > served:
             cursor = str(page[-1].id + 1)
-            payload["paging"] = {
-                "next": {"after": cursor, "link": f"?after={cursor}"}
-            }
+            payload["paging"] = {"next": {"after": cursor, "link": f"?after={cursor}"}}
         return JSONResponse(payload, headers=self._rate_headers())
 
     def _pipelines(self, object_type: str) -> JSONResponse:
@@ -663,8 +756,12 @@ class FakeHubSpot:
             if fault is not None and (fault.status != 200 or fault.body is not None):
                 headers = dict(fault.headers)
                 if isinstance(fault.body, str | bytes):
-                    return Response(fault.body, status_code=fault.status, headers=headers,
-                                    media_type="text/html")
+                    return Response(
+                        fault.body,
+                        status_code=fault.status,
+                        headers=headers,
+                        media_type="text/html",
+                    )
                 return JSONResponse(fault.body, status_code=fault.status, headers=headers)
             response = route(body)
             if fault is not None and fault.repeat_after and response.status_code == 200:
@@ -673,9 +770,12 @@ class FakeHubSpot:
                     body.get("after") if isinstance(body, dict) else None
                 )
                 payload["paging"] = {"next": {"after": previous or "0"}}
-                response = JSONResponse(payload, headers={
-                    k: v for k, v in response.headers.items() if k.lower().startswith("x-")
-                })
+                response = JSONResponse(
+                    payload,
+                    headers={
+                        k: v for k, v in response.headers.items() if k.lower().startswith("x-")
+                    },
+                )
             if response.status_code == 200:
                 with self._lock:
                     self._last_bodies[request.url.path] = (200, bytes(response.body))
@@ -683,8 +783,9 @@ class FakeHubSpot:
 
         def check_type(object_type: str) -> JSONResponse | None:
             if object_type not in OBJECT_TYPES:
-                return _error(404, f"Unable to infer object type from: {object_type}",
-                              "OBJECT_NOT_FOUND")
+                return _error(
+                    404, f"Unable to infer object type from: {object_type}", "OBJECT_NOT_FOUND"
+                )
             return None
 
         @app.post("/crm/v3/objects/{object_type}/search")

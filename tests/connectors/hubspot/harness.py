@@ -38,9 +38,9 @@ def contact_properties(n: int) -> dict[str, str | None]:
     }
 
 
-def deal_properties(n: int, *, stage: str | None = None, pipeline: str = "default") -> dict[
-    str, str | None
-]:
+def deal_properties(
+    n: int, *, stage: str | None = None, pipeline: str = "default"
+) -> dict[str, str | None]:
     """A plausible deal's stored properties (the closed flags match the default pipeline)."""
     stage = stage or DEAL_STAGES[n % len(DEAL_STAGES)]
     return {
@@ -123,8 +123,12 @@ class HubSpotHarness:
         object_type = OBJECT_TYPES[kind]
         live = sorted(int(i) for i in self.fake.live_ids(object_type))
         for object_id in live[:2]:
-            change = {"hs_lead_status": "CONNECTED"} if kind is RecordKind.contact else (
-                {"amount": "4242.00"} if kind is RecordKind.deal else {"hs_content": "edited"}
+            change = (
+                {"hs_lead_status": "CONNECTED"}
+                if kind is RecordKind.contact
+                else (
+                    {"amount": "4242.00"} if kind is RecordKind.deal else {"hs_content": "edited"}
+                )
             )
             self.fake.modify(object_type, object_id, change)
         if len(live) > 2:
