@@ -343,7 +343,8 @@ class _Generator:
         for day in sorted(self.rng.choices(days, weights, k=max(1, round(self.size * 0.03)))):
             self._opportunity(self._office_moment(day), lead=None)
         for day in sorted(self.rng.choices(days, weights, k=max(1, round(self.size * 0.11)))):
-            self._survey(self._office_moment(day), EXISTING_CUSTOMER, self._company(), "FR")
+            moment = self._office_moment(day)
+            self._survey(moment, EXISTING_CUSTOMER, self._company(), self.rng.choice(COUNTRIES))
         for customer in self.customers:
             # Two to four contacts per new account are surveyed after onboarding.
             for _ in range(self.rng.choice((2, 2, 3, 3, 4))):
@@ -517,7 +518,6 @@ class _Generator:
     def _survey(self, at: int, customer_type: str, company: str, country: str) -> None:
         rng = self.rng
         self.survey_count += 1
-        self.person_count += 1
         survey_id = str(40_000_000 + self.survey_count)
         first, last, email = self._person(company)
         deck = self.new_scores if customer_type == NEW_CUSTOMER else self.existing_scores
@@ -533,7 +533,7 @@ class _Generator:
                     "email": email,
                     "name": f"{first} {last}",
                     "created_at": at,
-                },  # fmt: skip
+                },
                 "survey_type": "nps",
                 "score": score,
                 "comment": None,
