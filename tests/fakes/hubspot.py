@@ -135,17 +135,17 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "LT": operator.lt,
     "LTE": operator.le,
 }
-_FAST_ATTRIBUTE = {"hs_object_id": "id"}
 
 
-_ORDERING: dict[str, Callable[[Any], bool]] = {
-    "EQ": lambda order: order == 0,
-    "NEQ": lambda order: order != 0,
-    "GT": lambda order: order > 0,
-    "GTE": lambda order: order >= 0,
-    "LT": lambda order: order < 0,
-    "LTE": lambda order: order <= 0,
-}
+def _fast_attribute(object_type: str, name: str) -> str | None:
+    """The FakeObject attribute holding an id / stamp property as an int (keeps 25k fast)."""
+    if name == "hs_object_id":
+        return "id"
+    if name == MODIFIED_PROPERTY[object_type]:
+        return "updated_ms"
+    if name == CREATED_PROPERTY[object_type]:
+        return "created_ms"
+    return None
 
 
 def iso_ms(ms: int) -> str:
@@ -511,20 +511,14 @@ class FakeHubSpot:
             a, b = left.lower() == "true", right.lower() == "true"
         else:
             a, b = left.lower(), right.lower()
-        return (a > b) - (a < b)
+        return int(a > b) - int(a < b)
 
     def _filter_group(
         self, object_type: str, objects: list[FakeObject], filters: list[SearchFilter]
     ) -> list[FakeObject]:
         """Objects matching every filter of a group (stamp/id filters take a fast path)."""
         for flt in filters:
-            attribute = _FAST_ATTRIBUTE.get(flt["propertyName"]) or (
-                "updated_ms"
-                if flt["propertyName"] == MODIFIED_PROPERTY[object_type]
-                else "created_ms"
-                if flt["propertyName"] == CREATED_PROPERTY[object_type]
-                else None
-            )
+            attribute = _fast_attribute(object_type, flt["propertyName"])
             if attribute is not None and flt["operator"] in _OPERATORS:
                 value = str(flt["value"])
                 target = int(Decimal(value)) if attribute == "id" else parse_ms(value)
@@ -536,40 +530,24 @@ class FakeHubSpot:
 
     def _matches(self, object_type: str, obj: FakeObject, flt: SearchFilter) -> bool:
         name = flt["propertyName"]
-        operator = flt["operator"]
+        op: str = flt["operator"]
         hubspot_type = self._property_types(object_type)[name]
         value = obj.value(object_type, name)
-        if operator == "HAS_PROPERTY":
+        if op == "HAS_PROPERTY":
             return value not in (None, "")
-        if operator == "NOT_HAS_PROPERTY":
+        if op == "NOT_HAS_PROPERTY":
             return value in (None, "")
         if value in (None, ""):
-            return operator == "NEQ"
+            return op == "NEQ"
         assert value is not None
-        if operator in ("IN", "NOT_IN"):
+        if op in ("IN", "NOT_IN"):
             hit = any(self._compare(hubspot_type, value, str(v)) == 0 for v in flt["values"])
-            return hit if operator == "IN" else not hit
-        return _ORDERING[operator](self._compare(hubspot_type, value, str(flt["value"])))
-
-    @staticmethod
-    def _fast_value(object_type: str, obj: FakeObject, name: str) -> int | None:
-        """Integer value of the stamp / id properties without formatting (keeps 25k fast)."""
-        if name == "hs_object_id":
-            return obj.id
-        if name == MODIFIED_PROPERTY[object_type]:
-            return obj.updated_ms
-        if name == CREATED_PROPERTY[object_type]:
-            return obj.created_ms
-        return None
+            return hit if op == "IN" else not hit
+        order = self._compare(hubspot_type, value, str(flt["value"]))
+        return bool(_OPERATORS[op](order, 0))
 
     def _sort_key(self, object_type: str, name: str) -> Callable[[FakeObject], Any]:
-        fast = _FAST_ATTRIBUTE.get(name) or (
-            "updated_ms"
-            if name == MODIFIED_PROPERTY[object_type]
-            else "created_ms"
-            if name == CREATED_PROPERTY[object_type]
-            else None
-        )
+        fast = _fast_attribute(object_type, name)
         if fast is not None:
             return attrgetter(fast, "tie")
         hubspot_type = self._property_types(object_type)[name]
