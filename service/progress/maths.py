@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
 from service.okr.models import KeyResultKind, Unit
@@ -66,14 +66,28 @@ def elapsed_fraction(window_start: datetime, window_end: datetime, now: datetime
         return 1.0
     if now <= window_start:
         return 0.0
-    total = (window_end - window_start).total_seconds()
-    return clamp01((now - window_start).total_seconds() / total)
+    # In UTC: subtracting two datetimes of the same ZoneInfo gives wall-clock time, which
+    # ignores the hour a DST change adds or removes.
+    start, end = window_start.astimezone(UTC), window_end.astimezone(UTC)
+    total = (end - start).total_seconds()
+    return clamp01((now - start).total_seconds() / total)
 
 
 def _linear(start: float, target: float, value: float) -> float:
     if target == start:
         return 0.0
     return clamp01((value - start) / (target - start))
+
+
+#: The largest progress of a threshold not yet met: only meeting it is "achieved".
+_BELOW_ONE = math.nextafter(1.0, 0.0)
+
+
+def _unmet(start: float | None, target: float, value: float, *, upward: bool) -> float:
+    """Progress towards a threshold not met yet: from `start` when it lies on the far side."""
+    if start is None or (start >= target if upward else start <= target):
+        return 0.0
+    return min(_linear(start, target, value), _BELOW_ONE)
 
 
 def progress_of(
@@ -85,13 +99,9 @@ def progress_of(
     if kind is KeyResultKind.milestone:
         return 1.0 if value >= target else 0.0
     if kind is KeyResultKind.at_least:
-        if value >= target:
-            return 1.0
-        return _linear(start, target, value) if start is not None else 0.0
+        return 1.0 if value >= target else _unmet(start, target, value, upward=True)
     if kind is KeyResultKind.at_most:
-        if value <= target:
-            return 1.0
-        return _linear(start, target, value) if start is not None else 0.0
+        return 1.0 if value <= target else _unmet(start, target, value, upward=False)
     # increase / decrease: the sign of (target - start) carries the direction.
     return _linear(start if start is not None else 0.0, target, value)
 
