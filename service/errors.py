@@ -61,8 +61,15 @@ def problem(status: int, detail: str, *, title: str | None = None, **extra: Any)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
-def _location(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(str(part) for part in loc)
+#: Where FastAPI found a parameter; the field is named without it, as domain errors name it.
+_SOURCES = ("body", "query", "path", "header", "cookie")
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    parts = list(loc)
+    if parts and parts[0] in _SOURCES:
+        parts = parts[1:]
+    return ".".join(str(part) for part in parts) or None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -81,9 +88,12 @@ def install_error_handlers(app: FastAPI) -> None:
             # Pydantic appends the union member or validator name; the field is what users need.
             loc = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
             message = str(err.get("msg", "invalid"))
+            field = _location(loc)
             if err.get("type") == "json_invalid":
-                message = f"malformed JSON: {err.get('ctx', {}).get('error', message)}"
-            errors.append({"field": _location(loc), "message": message})
+                reason = err.get("ctx", {}).get("error", message)
+                message = f"malformed JSON: {reason} (at character {field})"
+                field = None  # the location is a character position, not a field
+            errors.append({"field": field, "message": message})
         first = errors[0] if errors else {"field": None, "message": "invalid request"}
         detail = (
             f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])

@@ -9,7 +9,7 @@ import enum
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import field_validator, model_validator
+from pydantic import FiniteFloat, ValidationInfo, field_validator
 from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -113,10 +113,12 @@ class Period(PeriodBase, table=True):
 
 
 class PeriodCreate(PeriodBase):
-    @model_validator(mode="after")
-    def _range(self) -> PeriodCreate:
-        _check_range(self.start, self.end, "end")
-        return self
+    @field_validator("end")
+    @classmethod
+    def _range(cls, end: date, info: ValidationInfo) -> date:
+        # A field validator (not a model one) so that the error names `end`.
+        _check_range(info.data.get("start"), end, "end")
+        return end
 
 
 class PeriodUpdate(SQLModel):
@@ -139,7 +141,7 @@ class ObjectiveBase(SQLModel):
     team_id: int | None = None
     #: The objective this one aligns to (the pyramid); None for a top-level objective.
     parent_id: int | None = None
-    weight: float = Field(default=1.0, gt=0)
+    weight: FiniteFloat = Field(default=1.0, gt=0)
 
 
 class Objective(ObjectiveBase, table=True):
@@ -165,7 +167,7 @@ class ObjectiveUpdate(SQLModel):
     period_id: int | None = None
     team_id: int | None = None
     parent_id: int | None = None
-    weight: float | None = Field(default=None, gt=0)
+    weight: FiniteFloat | None = Field(default=None, gt=0)
 
 
 class ObjectivePublic(ObjectiveBase):
@@ -185,9 +187,9 @@ class KeyResultBase(SQLModel):
     #: ISO 4217 code, required when `unit` is currency.
     currency: str | None = Field(default=None, regex=r"^[A-Z]{3}$")
     #: Where the value starts; required by increase/decrease, optional for thresholds.
-    start: float | None = None
-    target: float
-    weight: float = Field(default=1.0, gt=0)
+    start: FiniteFloat | None = None
+    target: FiniteFloat
+    weight: FiniteFloat = Field(default=1.0, gt=0)
     #: Own window `[window_start, window_end)`; defaults to the objective's period.
     window_start: date | None = None
     window_end: date | None = None
@@ -204,6 +206,10 @@ def check_key_result(values: dict[str, Any]) -> None:
             raise KeyResultRuleError("target", "an increase key result needs target > start")
         if kind is KeyResultKind.decrease and not target < start:
             raise KeyResultRuleError("target", "a decrease key result needs target < start")
+    if kind is KeyResultKind.at_least and start is not None and not start < target:
+        raise KeyResultRuleError("start", "an at_least key result needs start < target")
+    if kind is KeyResultKind.at_most and start is not None and not start > target:
+        raise KeyResultRuleError("start", "an at_most key result needs start > target")
     if kind is KeyResultKind.milestone and target != 1:
         raise KeyResultRuleError("target", "a milestone key result has target 1 (done)")
     if Unit(values["unit"]) is Unit.currency and not values.get("currency"):
@@ -254,9 +260,9 @@ class KeyResultUpdate(SQLModel):
     kind: KeyResultKind | None = None
     unit: Unit | None = None
     currency: str | None = Field(default=None, regex=r"^[A-Z]{3}$")
-    start: float | None = None
-    target: float | None = None
-    weight: float | None = Field(default=None, gt=0)
+    start: FiniteFloat | None = None
+    target: FiniteFloat | None = None
+    weight: FiniteFloat | None = Field(default=None, gt=0)
     window_start: date | None = None
     window_end: date | None = None
 
@@ -289,7 +295,7 @@ class KeyResultValue(SQLModel, table=True):
 
 
 class CheckInCreate(SQLModel):
-    value: float
+    value: FiniteFloat
     note: str | None = Field(default=None, max_length=2000)
     #: When the value was observed; defaults to now. Never in the future.
     at: datetime | None = None

@@ -44,6 +44,7 @@ router = APIRouter()
 
 Limit = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+IdFilter = Annotated[int | None, Query(ge=1, le=service.MAX_ID)]
 
 
 def _size(settings: SettingsDep, limit: int | None) -> int:
@@ -158,7 +159,7 @@ def list_objectives(
     limit: Limit = None,
     cursor: Cursor = None,
     period: Annotated[str | None, Query(description="Period id or name.")] = None,
-    team: int | None = None,
+    team: IdFilter = None,
     status: Status | None = None,
 ) -> Page[Any]:
     """List objectives, filtered by period, team or progress status."""
@@ -227,9 +228,9 @@ def list_key_results(
     clock: ClockDep,
     limit: Limit = None,
     cursor: Cursor = None,
-    objective: int | None = None,
+    objective: IdFilter = None,
     period: Annotated[str | None, Query(description="Period id or name.")] = None,
-    team: int | None = None,
+    team: IdFilter = None,
     status: Status | None = None,
 ) -> Page[Any]:
     """List key results, filtered by objective, period, team or progress status."""
@@ -346,7 +347,7 @@ def list_initiatives(
     limit: Limit = None,
     cursor: Cursor = None,
     status: InitiativeStatus | None = None,
-    key_result: int | None = None,
+    key_result: IdFilter = None,
 ) -> Page[InitiativePublic]:
     """List initiatives, filtered by status or by the key result they serve."""
     query = select(Initiative).where(Initiative.workspace_id == ws.id)

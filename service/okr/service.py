@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func
+from sqlalchemy import BigInteger, func
 from sqlmodel import Session, SQLModel, col, select
 
 from service.errors import ConflictError, InvalidError, NotFoundError
@@ -49,6 +49,17 @@ _NAMES = {
 }
 
 
+#: The largest id an INTEGER column holds; larger ids exist nowhere (PostgreSQL would refuse
+#: to compare them with an INTEGER column, SQLite to bind them past 2**63 - 1).
+MAX_ID = 2**31 - 1
+
+
+def max_id(model: type[SQLModel]) -> int:
+    """The largest id `model`'s id column can hold."""
+    id_type = model.__table__.c.id.type  # type: ignore[attr-defined]
+    return 2**63 - 1 if isinstance(id_type, BigInteger) else MAX_ID
+
+
 def wid(ws: Workspace) -> int:
     """The id of a stored workspace."""
     assert ws.id is not None
@@ -63,7 +74,7 @@ def get_owned(
     A row of another workspace is reported exactly like a missing one, so ids leak nothing.
     A reference inside a request body (`field` given) is a 422; a path id is a 404.
     """
-    row = session.get(model, ident)
+    row = session.get(model, ident) if 0 < ident <= max_id(model) else None
     if row is None or getattr(row, "workspace_id", None) != workspace.id:
         name = _NAMES.get(model, model.__name__.lower())
         if field is not None:
@@ -77,6 +88,8 @@ def page_of(
 ) -> tuple[list[M], str | None]:
     """One keyset page of `query` ordered by id, and the cursor of the next page."""
     id_col = col(model.id)  # type: ignore[attr-defined]
+    if after_id >= max_id(model):
+        return [], None
     rows = list(session.exec(query.where(id_col > after_id).order_by(id_col).limit(limit + 1)))
     if len(rows) > limit:
         return rows[:limit], encode_cursor(rows[limit - 1].id)
@@ -185,7 +198,7 @@ def find_period(session: Session, ws: Workspace, ref: str) -> Period:
     query = select(Period).where(Period.workspace_id == ws.id)
     # Names win over ids: a period named "2026" is what `?period=2026` means.
     found = session.exec(query.where(Period.name == ref)).first()
-    if found is None and ref.isdigit():
+    if found is None and ref.isascii() and ref.isdigit() and 0 < int(ref) <= MAX_ID:
         found = session.exec(query.where(Period.id == int(ref))).first()
     if found is None:
         raise NotFoundError("period", repr(ref), field="period")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import field_validator, model_validator
+from pydantic import ValidationInfo, field_validator
 from sqlmodel import Field, SQLModel
 
 from service.clock import utc_now
@@ -38,11 +38,14 @@ class WorkspaceBase(SQLModel):
     def _timezone(cls, value: str) -> str:
         return check_timezone(value)
 
-    @model_validator(mode="after")
-    def _margins(self) -> WorkspaceBase:
-        if self.at_risk_margin < self.on_track_margin:
+    @field_validator("at_risk_margin")
+    @classmethod
+    def _margins(cls, at_risk: float, info: ValidationInfo) -> float:
+        # A field validator (not a model one) so that the error names `at_risk_margin`.
+        on_track = info.data.get("on_track_margin")
+        if on_track is not None and at_risk < on_track:
             raise ValueError("at_risk_margin must be >= on_track_margin")
-        return self
+        return at_risk
 
 
 class Workspace(WorkspaceBase, table=True):
