@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import enum
 import io
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,13 +235,15 @@ class SalesforceClient:
             # Flow, https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_username_password_flow.htm).
             form["password"] = creds.password + creds.security_token
         token_url = f"{self._login_url}/services/oauth2/token"
-        response = self._send(
-            lambda: self._session.post(
-                token_url, data=form, headers={"Accept": "application/json"}
+        # Only plain data leaves the request: a Response kept in a frame of a raised error
+        # would pin its connection pool (and open socket) for as long as the error lives.
+        status, content = self._send(
+            lambda: _status_and_content(
+                self._session.post(token_url, data=form, headers={"Accept": "application/json"})
             ),
             "login",
         )
-        body = self._token_body(response)
+        body = self._token_body(status, content)
         access_token = body.get("access_token")
         instance_url = body.get("instance_url")
         if not isinstance(access_token, str) or not access_token:
@@ -259,24 +262,22 @@ class SalesforceClient:
             version=self._api_version,
         )
 
-    def _token_body(self, response: requests.Response) -> dict[str, Any]:
-        if response.status_code >= 500:
-            raise RetriableError(
-                f"Salesforce login at {self._login_url} failed with HTTP {response.status_code}"
-            )
+    def _token_body(self, status: int, content: bytes) -> dict[str, Any]:
+        if status >= 500:
+            raise RetriableError(f"Salesforce login at {self._login_url} failed with HTTP {status}")
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
-            raise SourceDataError(
-                f"Salesforce login at {self._login_url} answered HTTP {response.status_code} "
-                "with a body that is not JSON"
-            ) from None
+            body = None
         if not isinstance(body, dict):
-            raise SourceDataError("Salesforce token response is not a JSON object")
-        if response.status_code != 200:
+            raise SourceDataError(
+                f"Salesforce login at {self._login_url} answered HTTP {status} "
+                "without a JSON object"
+            )
+        if status != 200:
             # Token errors are `{"error", "error_description"}`, e.g. invalid_grant for a wrong
             # password/token, invalid_client(_id) for a wrong client id or secret.
-            code = str(body.get("error") or f"HTTP {response.status_code}")
+            code = str(body.get("error") or f"HTTP {status}")
             description = str(body.get("error_description") or "")
             raise AuthError(
                 self._redact(
@@ -373,13 +374,14 @@ class SalesforceClient:
             params["locator"] = locator
         headers = {"Authorization": f"Bearer {self._access_token}", "Accept": "text/csv"}
         url = f"{sf.base_url}jobs/query/{job_id}/results"
-        response = self._send(
-            lambda: call_salesforce(url, "GET", self._session, headers, params=params),
+        next_locator, content = self._send(
+            lambda: _locator_and_content(
+                call_salesforce(url, "GET", self._session, headers, params=params)
+            ),
             "bulk results",
         )
-        next_locator = response.headers.get("Sforce-Locator")
         try:
-            text = response.content.decode("utf-8")
+            text = content.decode("utf-8")
             reader = csv.reader(io.StringIO(text, newline=""))
             header = next(reader, None)
             rows = list(reader)
@@ -440,35 +442,36 @@ class SalesforceClient:
 
     def _send(self, call: Callable[[], T], what: str) -> T:
         """Run one request, translating every failure into a `connectors.errors` error."""
+        error: Exception
         try:
             return call()
         except SalesforceError as exc:
-            raise self._translate(exc, what) from None
+            error = self._translate(exc, what)
         except requests.exceptions.SSLError as exc:
             # Not transient: a company TLS proxy re-signing traffic needs its CA configured.
-            raise ConfigError(
+            error = ConfigError(
                 self._redact(
                     f"TLS verification failed talking to Salesforce ({what}): {exc}. If an "
                     "inspecting proxy re-signs HTTPS traffic, configure its CA bundle."
                 )
-            ) from None
+            )
         except requests.exceptions.Timeout:
-            raise RetriableError(
-                f"Salesforce {what} timed out after {self._timeout_seconds:g} s"
-            ) from None
+            error = RetriableError(f"Salesforce {what} timed out after {self._timeout_seconds:g} s")
         except requests.exceptions.JSONDecodeError:
-            raise SourceDataError(f"Salesforce {what} answer is not valid JSON") from None
+            error = SourceDataError(f"Salesforce {what} answer is not valid JSON")
         except (
             requests.exceptions.InvalidURL,
             requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema,
         ) as exc:
-            raise ConfigError(self._redact(f"invalid Salesforce URL ({what}): {exc}")) from None
+            error = ConfigError(self._redact(f"invalid Salesforce URL ({what}): {exc}"))
         except requests.exceptions.RequestException as exc:
             # Refused/reset connections, DNS hiccups, truncated bodies: transient.
-            raise RetriableError(
-                self._redact(f"Salesforce {what} failed in transport: {exc}")
-            ) from None
+            error = RetriableError(self._redact(f"Salesforce {what} failed in transport: {exc}"))
+        # Raised outside the handlers so the error has no __context__: the vendor exception's
+        # traceback holds the HTTP response, whose socket would otherwise live as long as
+        # the error does (and its text is not ours to vouch for).
+        raise error
 
     def _translate(self, exc: SalesforceError, what: str) -> Exception:
         """Map an HTTP error answer to the error group the retry policy acts on.
@@ -507,6 +510,16 @@ class SalesforceClient:
         if status >= 500:
             return RetriableError(f"{where}: {detail}")
         return SourceDataError(f"{where}: {detail}")
+
+
+def _status_and_content(response: requests.Response) -> tuple[int, bytes]:
+    with response:
+        return response.status_code, response.content
+
+
+def _locator_and_content(response: requests.Response) -> tuple[str | None, bytes]:
+    with response:
+        return response.headers.get("Sforce-Locator"), response.content
 
 
 def _first_error(content: Any) -> tuple[str, str]:

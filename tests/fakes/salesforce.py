@@ -700,6 +700,8 @@ class FakeSalesforce:
         self.page_size = 2000
         #: Status polls a Bulk job answers `InProgress` before `JobComplete`.
         self.bulk_polls_before_complete = 1
+        #: When set, Bulk jobs end `Failed` with this error message.
+        self.bulk_failure: str | None = None
         self.api_used = 0
         self.api_limit = 100_000
         self.faults: list[Fault] = []
@@ -958,17 +960,17 @@ class FakeSalesforce:
         return _error(fault.status, fault.error_code, fault.message, headers)
 
     async def _token_route(self, request: Request) -> Response:
-        self.log.append(LoggedRequest("POST", request.url.path, "token", ""))
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        grant = form.get("grant_type", "")
+        self.log.append(LoggedRequest("POST", request.url.path, "token", f"grant_type={grant}"))
         faulty = await self._apply_fault("token")
         if faulty is not None:
             return faulty
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
 
         def refuse(status: int, error: str, description: str) -> Response:
             body = {"error": error, "error_description": description}
             return Response(json.dumps(body), status, media_type="application/json")
 
-        grant = form.get("grant_type")
         if grant not in ("password", "client_credentials"):
             return refuse(400, "unsupported_grant_type", "grant type not supported")
         if form.get("client_id") != self.client_id:
@@ -1158,19 +1160,15 @@ class FakeSalesforce:
             self._jobs[job_id] = job
         return Response(json.dumps(_job_info(job)), media_type="application/json")
 
-    def fail_next_bulk_job(self, message: str) -> None:
-        """Make the newest Bulk job end `Failed` with `message`."""
-        with self._lock:
-            job = list(self._jobs.values())[-1]
-            job.state, job.error_message = "Failed", message
-
     def _bulk_status(self, job_id: str) -> Response:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 return _error(404, "NOT_FOUND", "The requested resource does not exist")
             if job.state in ("UploadComplete", "InProgress"):
-                if job.polls_before_complete > 0:
+                if self.bulk_failure is not None:
+                    job.state, job.error_message = "Failed", self.bulk_failure
+                elif job.polls_before_complete > 0:
                     job.polls_before_complete -= 1
                     job.state = "InProgress"
                 else:

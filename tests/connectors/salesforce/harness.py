@@ -30,6 +30,14 @@ class SalesforceHarness:
     def __init__(self, fake: FakeSalesforce, served: Served) -> None:
         self.fake = fake
         self.served = served
+        self._opened: list[SalesforceConnector] = []
+
+    def close_connectors(self) -> None:
+        """Close every connector handed out. An open keep-alive TLS connection (say, one held
+        by a traceback kept in `pytest.raises`) would otherwise stall the server's shutdown."""
+        for connector in self._opened:
+            connector.close()
+        self._opened.clear()
 
     # ------------------------------------------------------------------- building blocks
 
@@ -68,9 +76,11 @@ class SalesforceHarness:
         secrets: SalesforceSecrets | None = None,
     ) -> SalesforceConnector:
         """A connector with good credentials, talking to the fake over TLS."""
-        return SalesforceConnector(
+        connector = SalesforceConnector(
             config or self.config(), secrets or self.secrets(), self.runtime(runtime)
         )
+        self._opened.append(connector)
+        return connector
 
     def bad_credentials_connector(self) -> SalesforceConnector:
         """A connector whose password the fake rejects (`invalid_grant`)."""
@@ -120,4 +130,8 @@ def make_harness(tmp_path: Path, **fake_options: Any) -> Iterator[SalesforceHarn
     """Serve a fresh fake org over TLS for the duration of the block."""
     fake = FakeSalesforce(**fake_options)
     with serve(fake.app, tls=True, tmp_dir=str(tmp_path)) as served:
-        yield SalesforceHarness(fake, served)
+        harness = SalesforceHarness(fake, served)
+        try:
+            yield harness
+        finally:
+            harness.close_connectors()
