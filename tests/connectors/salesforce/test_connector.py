@@ -7,7 +7,7 @@ import random
 import time
 import traceback
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -98,9 +98,7 @@ def test_given_client_credentials_flow_when_reading_then_logs_in_without_user_se
     ]
 
 
-def test_given_client_credentials_flow_when_login_url_is_shared_login_host_then_config_invalid() -> (
-    None
-):
+def test_given_client_credentials_flow_when_login_url_is_shared_host_then_config_invalid() -> None:
     with pytest.raises(ValidationError, match="My Domain"):
         SalesforceConfig(login_url="https://login.salesforce.com", auth_flow="client_credentials")
 
@@ -232,7 +230,8 @@ def test_given_503_then_success_when_reading_then_retried_with_backoff(
 
     assert len(records) == 3
     assert sf.fake.requests_to("query") == 2
-    assert len(delays) == 1 and 0 <= delays[0] <= 0.5
+    assert len(delays) == 1
+    assert 0 <= delays[0] <= 0.5
 
 
 def test_given_answers_slower_than_timeout_when_reading_then_retriable_after_max_attempts(
@@ -423,7 +422,9 @@ def test_given_lead_when_reading_then_normalised_fields_and_raw_are_filled(
     )
     assert record.owner == "0055g00000AbCdEAAV"
     assert record.created_at == record.modified_at == stamp
-    assert record.is_closed is None and record.is_won is None and record.amount is None
+    assert record.is_closed is None
+    assert record.is_won is None
+    assert record.amount is None
     assert record.raw["IsConverted"] is False
     assert record.raw["Customer_Type__c"] == "SMB"
     assert record.raw["SystemModstamp"] == stamp.isoformat()
@@ -453,7 +454,7 @@ def test_given_opportunity_when_reading_then_stage_amount_and_currency_are_norma
         [record] = records_of(read(sf.connector(config=config), RecordKind.opportunity))
 
     assert (record.stage, record.is_closed, record.is_won) == ("Closed Won", True, True)
-    assert record.close_date == datetime(2026, 3, 31).date()
+    assert record.close_date == date(2026, 3, 31)
     assert record.amount == Decimal("15000.5")
     assert record.currency == expected_currency
     assert (record.deal_type, record.lead_source) == ("New Customer", "Word of mouth")
@@ -525,13 +526,14 @@ def test_given_checkpoint_when_resuming_then_keyset_clause_is_sent(sf: Salesforc
     assert first.checkpoint is not None
     assert len(first.records) + len(rest) == 6
     soql = [r.query for r in sf.fake.log if r.endpoint == "query"][-1]
-    assert "SystemModstamp+%3E+" in soql and "Id+%3E+%27" in soql
+    assert "SystemModstamp+%3E+" in soql
+    assert "Id+%3E+%27" in soql
 
 
 def test_given_malformed_checkpoint_when_resuming_then_config_error(sf: SalesforceHarness) -> None:
+    pages = sf.connector().read(RecordKind.lead, SINCE_2026, resume={"after": 1})
     with pytest.raises(ConfigError, match="checkpoint"):
-        read_resumed = sf.connector().read(RecordKind.lead, SINCE_2026, resume={"after": 1})
-        list(read_resumed)
+        next(pages)
 
 
 # ----------------------------------------------------------------------------- Bulk API 2.0
@@ -591,7 +593,8 @@ def test_given_initial_sync_below_threshold_when_reading_then_counts_then_uses_r
 
     assert len(records) == 4
     queries = [r.query for r in sf.fake.log if r.endpoint == "query"]
-    assert len(queries) == 2 and "COUNT%28%29" in queries[0]
+    assert len(queries) == 2
+    assert "COUNT%28%29" in queries[0]
     assert sf.fake.requests_to("bulk_create") == 0
 
 
