@@ -175,6 +175,9 @@ class Connector(ABC):
     kinds: ClassVar[frozenset[RecordKind]]
     config_model: ClassVar[type[ConnectorConfig]]
     secrets_model: ClassVar[type[ConnectorSecrets]]
+    #: False when the vendor never reports deletes (they just vanish from listings): the
+    #: sync service then reconciles ids against a full listing now and then.
+    reports_deletes: ClassVar[bool] = True
     #: Raw vendor fields always read, per kind, with their types.
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.okr import service as okr
 from service.okr.models import (
@@ -19,6 +19,8 @@ from service.okr.models import (
     TeamCreate,
     Unit,
 )
+from service.okr.service import wid
+from service.sync.models import Connector
 from service.workspaces.models import Workspace
 
 SLUG = "tartempion"
@@ -121,5 +123,30 @@ def load_tartempion(session: Session, now: datetime) -> Workspace | None:
                 key_result_ids=[k.id for k in krs if k.id is not None],
             ),
         )
+    demo = Connector(
+        workspace_id=wid(ws),
+        name="Tartempion demo CRM",
+        type="demo",
+        config={"seed": 42},
+        secrets={},
+        # A short interval so the demo's numbers visibly move while you watch.
+        sync_interval_seconds=60,
+    )
+    session.add(demo)
+    session.flush()
+    assert demo.id is not None
+    from service.mappings.demo import bind_tartempion
+
+    bind_tartempion(session, ws, demo.id)
     session.flush()
     return ws
+
+
+def demo_connector_id(session: Session) -> int | None:
+    """The id of Tartempion's demo connector, if the example is loaded."""
+    row = session.exec(
+        select(Connector)
+        .join(Workspace, col(Workspace.id) == Connector.workspace_id)
+        .where(Workspace.slug == SLUG, Connector.type == "demo")
+    ).first()
+    return row.id if row is not None else None

@@ -29,14 +29,23 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 
 def startup(settings: Settings, engine: Engine, clock: Clock = utc_now) -> None:
-    """Migrate and load the demo, as configured (also run by `okr-sync serve`)."""
+    """Migrate and load the demo, as configured.
+
+    A freshly loaded demo is synced once before the API answers, so the first request
+    already shows live numbers; later syncs are the scheduler's.
+    """
     if settings.migrate_on_start:
         db.upgrade(engine)
     if settings.load_demo:
-        from service.demo import load_tartempion
+        from service.demo import demo_connector_id, load_tartempion
 
         with db.session_scope(engine) as session:
-            load_tartempion(session, clock())
+            created = load_tartempion(session, clock())
+        if created is not None:
+            with db.session_scope(engine) as session:
+                connector_id = demo_connector_id(session)
+            if connector_id is not None:
+                SyncEngine(engine, settings, clock=clock).run(connector_id)
 
 
 def create_app(

@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     scheduler_tick_seconds: float = Field(default=5.0, gt=0)
     #: Re-read this far behind the last checkpoint, so late or equal timestamps are not missed.
     sync_overlap_seconds: int = Field(default=300, ge=0)
-    #: Records committed per transaction, at most (vendor pages larger than this are split).
-    sync_commit_records: int = Field(default=2000, ge=1)
+    #: For vendors that never report deletes: how often ids are reconciled against a full
+    #: listing (deleted records are those no longer listed).
+    sync_reconcile_seconds: int = Field(default=86400, ge=0)
     #: How long a worker holds a connector's sync lease before another may take it over.
     sync_lease_seconds: int = Field(default=900, ge=10)
     #: Request timeout for every vendor call.

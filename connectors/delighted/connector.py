@@ -84,6 +84,8 @@ class DelightedConnector(Connector):
     kinds: ClassVar[frozenset[RecordKind]] = frozenset({RecordKind.survey_response})
     config_model: ClassVar[type[ConnectorConfig]] = DelightedConfig
     secrets_model: ClassVar[type[ConnectorSecrets]] = DelightedSecrets
+    # A deleted response simply stops being listed (BEHAVIOR.md, "Deletes are invisible").
+    reports_deletes: ClassVar[bool] = False
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {
         RecordKind.survey_response: {
             "survey_type": FieldType.string,

@@ -465,6 +465,8 @@ def _part(session: Session, ctx: Context, spec: Any, name: str, path: str) -> Pa
             f"connector {connector.id} ({connector.type}) does not read {kind.value!r} "
             f"records (it reads: {', '.join(kinds)})",
         )
+    if isinstance(spec, NpsSpec) and kind is not RecordKind.survey_response:
+        raise _bad(f"{path}.kind", "nps reads survey_response records")
     label = f"{connector.type} {kind.value}"
     fields = _Fields(cls.raw_fields(config, kind), ctx.dialect, label)
     if spec.date_field is DateField.closed and kind not in CLOSING_KINDS:
@@ -477,8 +479,6 @@ def _part(session: Session, ctx: Context, spec: Any, name: str, path: str) -> Pa
     ref: FieldRef | None = None
     currency: str | None = None
     if isinstance(spec, NpsSpec):
-        if kind is not RecordKind.survey_response:
-            raise _bad(f"{path}.kind", "nps reads survey_response records")
         ref = fields.resolve(spec.score_field, f"{path}.score_field")
         if ref.type is not FieldType.number:
             raise _bad(f"{path}.score_field", f"{spec.score_field} is not a numeric score")

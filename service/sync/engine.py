@@ -132,10 +132,14 @@ def upsert_page(
     kind: RecordKind,
     records: Sequence[Record],
     now: datetime,
+    *,
+    restore_equal: bool = False,
 ) -> Counts:
     """Store one page: insert new records, update newer versions, apply deletes. Flushes.
 
     Counts are decided against what is stored, so re-reading an overlap counts nothing.
+    With `restore_equal` (reconciliation), a listed record whose version equals a stored
+    tombstone brings it back: the listing proves it exists.
     """
     assert connector.id is not None
     counts = Counts(fetched=len(records))
@@ -169,8 +173,12 @@ def upsert_page(
             counts.inserted += 1
         else:
             old_modified, old_deleted = before
-            if record.modified_at <= old_modified:
-                continue  # the same or an older version than the one stored
+            if record.modified_at < old_modified:
+                continue  # an older version than the one stored
+            if record.modified_at == old_modified and not (
+                restore_equal and old_deleted and not record.deleted
+            ):
+                continue  # the version already stored
             if record.deleted and not old_deleted:
                 counts.deleted += 1
             else:
@@ -429,3 +437,50 @@ class SyncEngine:
             state.resume = None
             state.updated_at = self.clock()
             session.commit()
+
+            due = state.reconciled_at is None or (now - state.reconciled_at) >= timedelta(
+                seconds=self.settings.sync_reconcile_seconds
+            )
+            if not vendor.reports_deletes and due:
+                report.counts.add(self._reconcile(session, row, vendor, kind, now))
+                state.reconciled_at = now
+                session.commit()
+
+    def _reconcile(
+        self, session: Session, row: Connector, vendor: Any, kind: RecordKind, now: datetime
+    ) -> Counts:
+        """Tombstone stored records the vendor no longer lists (it never reports deletes).
+
+        The full listing is upserted on the way, which also restores a record a previous
+        reconciliation tombstoned by mistake.
+        """
+        assert row.id is not None
+        counts = Counts()
+        listed: set[str] = set()
+        for page in vendor.read(kind, Window(BEGINNING, now)):
+            listed.update(r.source_id for r in page.records if not r.deleted)
+            counts.add(upsert_page(session, row, kind, page.records, now, restore_equal=True))
+            self._renew(session, row.id)
+            session.commit()
+        conn = session.connection()
+        live = conn.execute(
+            select(RECORD.c.source_id).where(
+                RECORD.c.connector_id == row.id,
+                RECORD.c.kind == kind.value,
+                RECORD.c.deleted.is_(False),
+                RECORD.c.synced_at < now,
+            )
+        )
+        gone = [source_id for (source_id,) in live if source_id not in listed]
+        for i in range(0, len(gone), 5000):
+            conn.execute(
+                update(RECORD)
+                .where(
+                    RECORD.c.connector_id == row.id,
+                    RECORD.c.kind == kind.value,
+                    RECORD.c.source_id.in_(gone[i : i + 5000]),
+                )
+                .values(deleted=True, synced_at=now)
+            )
+        counts.deleted += len(gone)
+        return counts

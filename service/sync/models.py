@@ -175,6 +175,8 @@ class SyncState(SQLModel, table=True):
     window_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
     window_end: datetime | None = Field(default=None, sa_type=UTCDateTime)
     resume: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    #: Last full-listing reconciliation (connectors whose vendor does not report deletes).
+    reconciled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
 
 

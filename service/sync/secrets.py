@@ -11,6 +11,20 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic import BaseModel, SecretBytes, SecretStr
+
+
+def plain(model: BaseModel) -> dict[str, Any]:
+    """A secrets model's values, unwrapping `SecretStr` (whose dump would be masked)."""
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr | SecretBytes):
+            value = value.get_secret_value()
+        if value is not None:
+            out[name] = value
+    return out
+
 
 def seal(secrets: Mapping[str, Any]) -> dict[str, Any]:
     """What to store for `secrets`. Today: the values as given."""

@@ -132,7 +132,7 @@ def create_connector(session: Session, ws: Workspace, data: ConnectorCreate) -> 
         name=data.name,
         type=data.type,
         config=config.model_dump(mode="json", exclude_unset=True),
-        secrets=secret_store.seal(secrets.model_dump(mode="json", exclude_none=True)),
+        secrets=secret_store.seal(secret_store.plain(secrets)),
         kinds=validated_kinds(data.type, data.kinds),
         sync_interval_seconds=data.sync_interval_seconds,
         enabled=data.enabled,
@@ -154,7 +154,7 @@ def update_connector(session: Session, row: Connector, data: ConnectorUpdate) ->
     if "secrets" in changes:
         merged = secret_store.unseal(row.secrets) | changes["secrets"]
         secrets = validated_secrets(row.type, merged)
-        row.secrets = secret_store.seal(secrets.model_dump(mode="json", exclude_none=True))
+        row.secrets = secret_store.seal(secret_store.plain(secrets))
     if "kinds" in changes:
         row.kinds = validated_kinds(row.type, changes["kinds"])
     for key in ("name", "sync_interval_seconds", "enabled"):

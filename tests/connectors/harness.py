@@ -3,6 +3,7 @@ engine's tests) can run against each vendor's local fake the same way."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from connectors.base import Connector, RecordKind, Runtime
@@ -36,3 +37,6 @@ class SourceHarness(Protocol):
 
     def stamp_all_equal(self, kind: RecordKind) -> None:
         """Give every `kind` record the same modification timestamp (boundary tests)."""
+
+    def now(self) -> datetime:
+        """The source's clock: every stamp so far is earlier than this."""

@@ -131,6 +131,7 @@ def upgrade() -> None:
         sa.Column("window_start", service.db_types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("window_end", service.db_types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("resume", sa.JSON(), nullable=True),
+        sa.Column("reconciled_at", service.db_types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("updated_at", service.db_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["connector_id"], ["connector.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("connector_id", "kind"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from datetime import UTC, datetime
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -254,6 +255,9 @@ class DelightedHarness:
 
     def set_page_size(self, n: int) -> None:
         self.fake.max_per_page = n
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.fake.clock + 1, UTC)
 
     def stamp_all_equal(self, kind: RecordKind) -> None:
         assert kind in self.kinds

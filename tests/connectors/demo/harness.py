@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.base import Connector, RecordKind, Runtime
@@ -57,7 +57,7 @@ class DemoHarness:
         RecordKind.opportunity,
         RecordKind.survey_response,
     )
-    now: datetime = field(default_factory=lambda: datetime(YEAR, 1, 1, tzinfo=UTC))
+    at: datetime = field(default_factory=lambda: datetime(YEAR, 1, 1, tzinfo=UTC))
     page_size: int | None = None
     resolution: int = 1
 
@@ -65,11 +65,11 @@ class DemoHarness:
         runtime = runtime or Runtime()
         if runtime.page_size is None and self.page_size is not None:
             runtime = dataclasses.replace(runtime, page_size=self.page_size)
-        config = make_config(self.now, timestamp_resolution_seconds=self.resolution)
+        config = make_config(self.at, timestamp_resolution_seconds=self.resolution)
         return DemoConnector(config, DemoSecrets(), runtime)
 
     def bad_credentials_connector(self) -> Connector:
-        return DemoConnector(make_config(self.now, reject_credentials=True), DemoSecrets())
+        return DemoConnector(make_config(self.at, reject_credentials=True), DemoSecrets())
 
     def seed(self, kind: RecordKind, n: int) -> None:
         created = sorted(t.created_at for t in timelines(kind))
@@ -100,14 +100,17 @@ class DemoHarness:
     def set_page_size(self, n: int) -> None:
         self.page_size = n
 
+    def now(self) -> datetime:
+        return self.at + timedelta(seconds=1)
+
     def stamp_all_equal(self, kind: RecordKind) -> None:
         self.resolution = ONE_STAMP
 
     def _now(self) -> int:
-        return int(self.now.timestamp())
+        return int(self.at.timestamp())
 
     def _advance_to(self, at: int) -> None:
-        self.now = max(self.now, datetime.fromtimestamp(at, UTC))
+        self.at = max(self.at, datetime.fromtimestamp(at, UTC))
 
 
 @contextmanager

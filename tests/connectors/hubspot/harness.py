@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,9 @@ class HubSpotHarness:
     def set_page_size(self, n: int) -> None:
         """Serve at most `n` records per page from every endpoint."""
         self.fake.page_size = n
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp((self.fake.tick(0) + 1000) / 1000, UTC)
 
     def stamp_all_equal(self, kind: RecordKind) -> None:
         """Give every `kind` record the same last-modified millisecond."""
