@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, or_, select, update
+from sqlalchemy import Engine, Table, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -289,6 +289,28 @@ class SyncEngine:
         row = self._acquire(connector_id)
         try:
             return self._run(row, trigger)
+        finally:
+            self._release(connector_id)
+
+    def run_if_due(self, connector_id: int) -> SyncRun | None:
+        """A scheduled run, unless another worker ran it within its interval.
+
+        Due-ness is checked again under the lease: two schedulers that both saw the
+        connector due must not both sync it, one after the other.
+        """
+        row = self._acquire(connector_id)
+        try:
+            with Session(self.engine) as session:
+                last = session.execute(
+                    select(func.max(SyncRun.started_at)).where(
+                        SyncRun.connector_id == connector_id  # type: ignore[arg-type]
+                    )
+                ).scalar_one()
+            if last is not None and self.clock() - last < timedelta(
+                seconds=row.sync_interval_seconds
+            ):
+                return None
+            return self._run(row, RunTrigger.schedule)
         finally:
             self._release(connector_id)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, col, func, select
 
 from service.sync.engine import SyncAlreadyRunning, SyncEngine
-from service.sync.models import Connector, RunTrigger, SyncRun
+from service.sync.models import Connector, SyncRun
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ def tick(engine: SyncEngine) -> int:
     runs = 0
     for connector_id in ids:
         try:
-            engine.run(connector_id, RunTrigger.schedule)
-            runs += 1
+            if engine.run_if_due(connector_id) is not None:
+                runs += 1
         except SyncAlreadyRunning:
             continue
         except Exception:  # noqa: BLE001 - one connector's failure must not stop the loop

@@ -1,0 +1,93 @@
+"""Scheduled syncs: due connectors run once per interval, never twice at once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from service.sync.engine import SyncEngine
+from service.sync.models import Connector, SyncRun
+from service.sync.scheduler import due_connectors, tick
+from service.workspaces.models import Workspace
+from tests.conftest import FrozenClock, make_settings
+
+NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+
+
+def make_demo_connector(engine: Engine, *, enabled: bool = True, interval: int = 600) -> int:
+    with Session(engine) as session:
+        ws = Workspace(slug="demo", name="Demo")
+        session.add(ws)
+        session.flush()
+        assert ws.id is not None
+        row = Connector(
+            workspace_id=ws.id,
+            name="demo",
+            type="demo",
+            config={"seed": 1, "size": 200, "now": NOW.isoformat()},
+            secrets={},
+            enabled=enabled,
+            sync_interval_seconds=interval,
+        )
+        session.add(row)
+        session.commit()
+        assert row.id is not None
+        return row.id
+
+
+def run_count(engine: Engine) -> int:
+    with Session(engine) as session:
+        return int(session.execute(select(func.count()).select_from(SyncRun)).scalar_one())
+
+
+def test_given_a_new_connector_when_the_scheduler_ticks_then_it_syncs_once_per_interval(
+    engine: Engine, database_url: str
+) -> None:
+    connector_id = make_demo_connector(engine, interval=600)
+    clock = FrozenClock(NOW)
+    sync = SyncEngine(engine, make_settings(database_url), clock=clock)
+    with Session(engine) as session:
+        assert due_connectors(session, clock()) == [connector_id]
+    assert tick(sync) == 1
+    assert tick(sync) == 0, "not due again before its interval"
+    clock.now = NOW + timedelta(seconds=599)
+    assert tick(sync) == 0
+    clock.now = NOW + timedelta(seconds=600)
+    assert tick(sync) == 1
+    assert run_count(engine) == 2
+
+
+def test_given_a_disabled_connector_when_the_scheduler_ticks_then_it_is_left_alone(
+    engine: Engine, database_url: str
+) -> None:
+    make_demo_connector(engine, enabled=False)
+    sync = SyncEngine(engine, make_settings(database_url), clock=FrozenClock(NOW))
+    assert tick(sync) == 0
+    assert run_count(engine) == 0
+
+
+def test_given_two_workers_when_they_tick_together_then_the_connector_syncs_once(
+    engine: Engine, database_url: str
+) -> None:
+    make_demo_connector(engine)
+    workers = [
+        SyncEngine(engine, make_settings(database_url), clock=FrozenClock(NOW)) for _ in range(2)
+    ]
+    assert workers[0].worker_id != workers[1].worker_id
+    barrier = threading.Barrier(2)
+    made: list[int] = []
+
+    def work(sync: SyncEngine) -> None:
+        barrier.wait()
+        made.append(tick(sync))
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(made) == [0, 1]
+    assert run_count(engine) == 1
