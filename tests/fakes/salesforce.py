@@ -109,6 +109,7 @@ OPPORTUNITY_TYPES = (
     "Existing Customer - Downgrade",
 )
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 SUPPORTED_API_VERSIONS = frozenset(f"{v}.0" for v in range(20, 63))
 START = datetime(2026, 1, 5, 9, 0, 0, tzinfo=UTC)
 
@@ -482,7 +483,7 @@ def compile_where(node: Any, schema: dict[str, str]) -> Predicate:
     if node.op in ("IN", "NOT IN"):
         options = {lit(v) for v in node.value}
         negate = node.op == "NOT IN"
-        return lambda values: (values.get(name) in options) != negate
+        return lambda values: (values[name] in options) != negate
     if node.op == "LIKE":
         pattern = re.compile(
             "".join(
@@ -492,20 +493,19 @@ def compile_where(node: Any, schema: dict[str, str]) -> Predicate:
             re.DOTALL,
         )
         return lambda values: (
-            values.get(name) is not None
-            and bool(pattern.fullmatch(str(values.get(name)).casefold()))
+            values[name] is not None and bool(pattern.fullmatch(str(values[name]).casefold()))
         )
     target = lit(node.value)
     op = node.op
     if target is None:
         if op == "=":
-            return lambda values: values.get(name) is None
+            return lambda values: values[name] is None
         if op == "!=":
-            return lambda values: values.get(name) is not None
+            return lambda values: values[name] is not None
         return lambda _values: False
 
     def compare(values: dict[str, Any]) -> bool:
-        current = values.get(name)
+        current = values[name]
         if current is None:
             return op == "!="
         if op == "=":
@@ -523,33 +523,68 @@ def compile_where(node: Any, schema: dict[str, str]) -> Predicate:
     return compare
 
 
-def _stamp_bounds(node: Any) -> tuple[datetime | None, bool, datetime | None, bool]:
-    """SystemModstamp bounds from the top-level AND of `node`, for bisection:
-    (lower, lower_inclusive, upper, upper_inclusive)."""
-    lower: datetime | None = None
-    lower_inc = True
-    upper: datetime | None = None
-    upper_inc = False
+@dataclass
+class _Plan:
+    """How to answer a WHERE clause: a slice of the sorted keys, then a residual filter."""
+
+    first: int | None  # smallest SystemModstamp second allowed
+    last: int | None  # largest SystemModstamp second allowed
+    residual: Any  # what bisection does not cover (None: nothing)
+
+
+def _plan(node: Any) -> _Plan:
+    """Turn top-level `SystemModstamp` range conjuncts into whole-second bounds (stamps are
+    whole seconds, so this is exact) and keep every other condition as the residual."""
+    first: int | None = None
+    last: int | None = None
+    rest: list[Any] = []
     conjuncts = node.parts if isinstance(node, BoolOp) and node.op == "AND" else [node]
     for part in conjuncts:
-        if not isinstance(part, Comparison) or part.field != "SystemModstamp":
+        if part is None:
             continue
-        if not isinstance(part.value, datetime):
+        if (
+            not isinstance(part, Comparison)
+            or part.field != "SystemModstamp"
+            or not isinstance(part.value, datetime)
+            or part.op not in (">=", ">", "<", "<=")
+        ):
+            rest.append(part)
             continue
-        if part.op in (">=", ">") and (lower is None or part.value > lower):
-            lower, lower_inc = part.value, part.op == ">="
-        elif part.op in ("<", "<=") and (upper is None or part.value < upper):
-            upper, upper_inc = part.value, part.op == "<="
-    return lower, lower_inc, upper, upper_inc
+        seconds = part.value.timestamp()
+        whole = seconds == int(seconds)
+        if part.op in (">=", ">"):
+            bound = int(seconds) + (0 if whole and part.op == ">=" else 1)
+            first = bound if first is None else max(first, bound)
+        else:
+            bound = int(seconds) - (1 if whole and part.op == "<" else 0)
+            last = bound if last is None else min(last, bound)
+    residual = None if not rest else rest[0] if len(rest) == 1 else BoolOp("AND", rest)
+    return _Plan(first, last, residual)
 
 
 # ----------------------------------------------------------------------------- store
 
 
+class _Comparable(dict[str, Any]):
+    """A row's values as WHERE compares them, converted on first use of each field."""
+
+    __slots__ = ("_schema", "_values")
+
+    def __init__(self, values: dict[str, Any], schema: dict[str, str]) -> None:
+        super().__init__()
+        self._values = values
+        self._schema = schema
+
+    def __missing__(self, name: str) -> Any:
+        value = _comparable(self._values.get(name), self._schema[name])
+        self[name] = value
+        return value
+
+
 @dataclass
 class _Row:
     values: dict[str, Any]  # JSON-ready values as the REST API renders them
-    cmp: dict[str, Any]  # comparable values for WHERE evaluation
+    cmp: _Comparable  # comparable values for WHERE evaluation
     stamp: int  # SystemModstamp, epoch seconds
     json_cache: dict[tuple[str, tuple[str, ...]], bytes] = field(default_factory=dict)
 
@@ -563,47 +598,37 @@ class _Table:
         self.rows: dict[str, _Row] = {}
         self.keys: list[tuple[int, str]] = []
 
-    def put(self, record_id: str, values: dict[str, Any]) -> None:
+    def put(self, record_id: str, values: dict[str, Any], *, resort: bool = True) -> None:
         old = self.rows.get(record_id)
-        if old is not None:
+        if old is not None and resort:
             index = bisect.bisect_left(self.keys, (old.stamp, record_id))
             del self.keys[index]
         stamp = int(datetime.fromisoformat(values["SystemModstamp"]).timestamp())
-        cmp = {name: _comparable(values.get(name), t) for name, t in self.schema.items()}
-        self.rows[record_id] = _Row(values, cmp, stamp)
-        bisect.insort(self.keys, (stamp, record_id))
+        self.rows[record_id] = _Row(values, _Comparable(values, self.schema), stamp)
+        if resort:
+            bisect.insort(self.keys, (stamp, record_id))
 
     def resort(self) -> None:
         self.keys = sorted((row.stamp, rid) for rid, row in self.rows.items())
 
+    def _candidates(self, plan: _Plan) -> list[tuple[int, str]]:
+        lo = 0 if plan.first is None else bisect.bisect_left(self.keys, (plan.first, ""))
+        hi = len(self.keys)
+        if plan.last is not None:
+            hi = bisect.bisect_right(self.keys, (plan.last, "\uffff"))
+        return self.keys[lo : max(lo, hi)]
+
     def select(self, query: ParsedQuery, include_deleted: bool) -> list[_Row]:
-        lower, lower_inc, upper, upper_inc = _stamp_bounds(query.where)
-        lo, hi = 0, len(self.keys)
-        if lower is not None:
-            # Stamps are whole seconds, so a bound is compared at second precision.
-            seconds = lower.timestamp()
-            first = int(seconds) if seconds == int(seconds) else int(seconds) + 1
-            if not lower_inc and seconds == int(seconds):
-                first += 1
-            lo = bisect.bisect_left(self.keys, (first, ""))
-        if upper is not None:
-            seconds = upper.timestamp()
-            last = int(seconds) if (upper_inc or seconds != int(seconds)) else int(seconds) - 1
-            hi = bisect.bisect_right(self.keys, (last, "\uffff"))
-        predicate = compile_where(query.where, self.schema)
-        rows = []
-        for _stamp, rid in itertools.islice(self.keys, lo, max(lo, hi)):
-            row = self.rows[rid]
-            if not include_deleted and row.values["IsDeleted"]:
-                continue
-            if predicate(row.cmp):
-                rows.append(row)
+        plan = _plan(query.where)
+        rows = [self.rows[rid] for _stamp, rid in self._candidates(plan)]
+        if not include_deleted:
+            rows = [row for row in rows if not row.values["IsDeleted"]]
+        if plan.residual is not None:
+            predicate = compile_where(plan.residual, self.schema)
+            rows = [row for row in rows if predicate(row.cmp)]
         if query.order_by and query.order_by != [("SystemModstamp", False), ("Id", False)]:
             for name, descending in reversed(query.order_by):
-                rows.sort(
-                    key=lambda r, n=name: (r.cmp.get(n) is None, r.cmp.get(n)),
-                    reverse=descending,
-                )
+                rows.sort(key=lambda r, n=name: (r.cmp[n] is None, r.cmp[n]), reverse=descending)
         if query.limit is not None:
             rows = rows[: query.limit]
         return rows
@@ -711,6 +736,7 @@ class FakeSalesforce:
         self._cursors: dict[str, _Cursor] = {}
         self._jobs: dict[str, _BulkJob] = {}
         self._clock = int(START.timestamp())
+        self._stamp_cache: tuple[int, str] = (-1, "")
         self._ids = itertools.count(1)
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
@@ -725,7 +751,7 @@ class FakeSalesforce:
             table.schema[name] = ftype
             for row in table.rows.values():
                 row.values.setdefault(name, None)
-                row.cmp[name] = _comparable(row.values[name], ftype)
+                row.cmp.pop(name, None)
                 row.json_cache.clear()
 
     def tick(self, seconds: int = 1) -> datetime:
@@ -743,6 +769,13 @@ class FakeSalesforce:
         keys = self.tables[sobject].keys
         return datetime.fromtimestamp(keys[-1][0], UTC) if keys else None
 
+    def _stamp_text(self, at: datetime | None) -> str:
+        if at is not None:
+            return sf_datetime(at)
+        if self._stamp_cache[0] != self._clock:
+            self._stamp_cache = (self._clock, sf_datetime(self.now()))
+        return self._stamp_cache[1]
+
     def _new_id(self, sobject: str) -> str:
         return f"{PREFIXES[sobject]}5g{next(self._ids):011d}AAA"
 
@@ -750,27 +783,31 @@ class FakeSalesforce:
         """Create a record stamped `at` (default: now); return its id."""
         with self._lock:
             table = self.tables[sobject]
-            record_id = self._new_id(sobject)
-            stamp = sf_datetime(at or self.now())
-            row: dict[str, Any] = dict.fromkeys(table.schema)
-            row.update(
-                Id=record_id,
-                IsDeleted=False,
-                CreatedDate=stamp,
-                LastModifiedDate=stamp,
-                SystemModstamp=stamp,
-                OwnerId="0055g00000AbCdEAAV",
-            )
-            if sobject == "Opportunity":
-                row.update(IsClosed=False, IsWon=False)
-            if sobject == "Lead":
-                row.update(IsConverted=False)
             unknown = set(values) - set(table.schema)
             if unknown:
                 raise KeyError(f"unknown fields {sorted(unknown)} on {sobject}")
-            row.update(values)
-            table.put(record_id, row)
+            record_id = self._new_id(sobject)
+            table.put(record_id, self._new_row(table, record_id, self._stamp_text(at), values))
             return record_id
+
+    def _new_row(
+        self, table: _Table, record_id: str, stamp: str, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = dict.fromkeys(table.schema)
+        row.update(
+            Id=record_id,
+            IsDeleted=False,
+            CreatedDate=stamp,
+            LastModifiedDate=stamp,
+            SystemModstamp=stamp,
+            OwnerId="0055g00000AbCdEAAV",
+        )
+        if table.name == "Opportunity":
+            row.update(IsClosed=False, IsWon=False)
+        if table.name == "Lead":
+            row.update(IsConverted=False)
+        row.update(values)
+        return row
 
     def update(
         self, sobject: str, record_id: str, at: datetime | None = None, **values: Any
@@ -783,7 +820,7 @@ class FakeSalesforce:
             if unknown:
                 raise KeyError(f"unknown fields {sorted(unknown)} on {sobject}")
             row.update(values)
-            stamp = sf_datetime(at or self.now())
+            stamp = self._stamp_text(at)
             row["LastModifiedDate"] = stamp
             row["SystemModstamp"] = stamp
             table.put(record_id, row)
@@ -801,11 +838,7 @@ class FakeSalesforce:
                 values = dict(row.values, SystemModstamp=stamp)
                 if datetime.fromisoformat(values["CreatedDate"]) > at:
                     values["CreatedDate"] = stamp
-                table.rows[record_id] = _Row(
-                    values,
-                    {n: _comparable(values.get(n), t) for n, t in table.schema.items()},
-                    int(at.timestamp()),
-                )
+                table.put(record_id, values, resort=False)
             table.resort()
 
     def live_ids(self, sobject: str) -> set[str]:
@@ -820,13 +853,26 @@ class FakeSalesforce:
         return dict(self.tables[sobject].rows[record_id].values)
 
     def seed(self, sobject: str, n: int, *, per_second: int = 2) -> list[str]:
-        """Create `n` plausible records, `per_second` sharing each SystemModstamp."""
+        """Create `n` plausible records, `per_second` sharing each SystemModstamp.
+
+        A fast path for big benchmarks: stamps only grow, so rows are appended to the
+        sorted keys instead of inserted one by one."""
         ids = []
         with self._lock:
+            table = self.tables[sobject]
+            pool = [self._plausible(sobject) for _ in range(min(n, 512))]
             for i in range(n):
                 if i % per_second == 0:
                     self.tick()
-                ids.append(self.insert(sobject, **self._plausible(sobject)))
+                record_id = self._new_id(sobject)
+                row = self._new_row(table, record_id, self._stamp_text(None), pool[i % len(pool)])
+                table.rows[record_id] = _Row(row, _Comparable(row, table.schema), self._clock)
+                key = (self._clock, record_id)
+                if table.keys and table.keys[-1] > key:
+                    bisect.insort(table.keys, key)  # something was stamped in the future
+                else:
+                    table.keys.append(key)
+                ids.append(record_id)
         return ids
 
     def _plausible(self, sobject: str) -> dict[str, Any]:
@@ -1101,7 +1147,7 @@ class FakeSalesforce:
                         },
                         **{name: row.values.get(name) for name in query.fields},
                     }
-                    cached = json.dumps(record, separators=(",", ":")).encode()
+                    cached = _ENCODER.encode(record).encode()
                     row.json_cache[key] = cached
                 chunks.append(cached)
             path = f"/services/data/v{version}/{'queryAll' if include_deleted else 'query'}"
