@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,9 +37,10 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     type_coerce,
 )
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from connectors.base import NORMALISED_FIELDS, FieldType, RecordKind
 from service.errors import InvalidError
@@ -114,10 +115,13 @@ def context_for(
         if key_result.window_start is not None and key_result.window_end is not None:
             kr_window = (key_result.window_start, key_result.window_end)
         else:
-            objective = session.get(Objective, key_result.objective_id)
-            period = session.get(Period, objective.period_id) if objective else None
-            if period is not None:
-                kr_window = (period.start, period.end)
+            found = session.execute(
+                select(col(Period.start), col(Period.end))
+                .join(Objective, col(Objective.period_id) == col(Period.id))
+                .where(col(Objective.id) == key_result.objective_id)
+            ).first()
+            if found is not None:
+                kr_window = (found[0], found[1])
     return Context(
         ws=ws,
         tz=ZoneInfo(ws.timezone),
@@ -443,8 +447,17 @@ def _top_level_currency(spec: Any, path: str) -> list[tuple[str, list[str]]]:
     return found
 
 
-def _part(session: Session, ctx: Context, spec: Any, name: str, path: str) -> Part:
-    connector = session.get(Connector, spec.connector_id)
+def _part(
+    session: Session,
+    ctx: Context,
+    spec: Any,
+    name: str,
+    path: str,
+    connectors: dict[int, Connector | None],
+) -> Part:
+    if spec.connector_id not in connectors:
+        connectors[spec.connector_id] = session.get(Connector, spec.connector_id)
+    connector = connectors[spec.connector_id]
     if connector is None or connector.workspace_id != ctx.ws.id:
         raise _bad(
             f"{path}.connector_id",
@@ -534,14 +547,15 @@ def _currency(ctx: Context, spec: Any, path: str) -> str:
 
 def plan(session: Session, ctx: Context, spec: MetricSpec, path: str = "spec") -> Plan:
     """Check `spec` against the workspace and build its SQL, or a 422 naming the field."""
+    connectors: dict[int, Connector | None] = {}
     if isinstance(spec, RatioSpec):
         parts = [
-            _part(session, ctx, spec.numerator, "numerator", f"{path}.numerator"),
-            _part(session, ctx, spec.denominator, "denominator", f"{path}.denominator"),
+            _part(session, ctx, spec.numerator, "numerator", f"{path}.numerator", connectors),
+            _part(session, ctx, spec.denominator, "denominator", f"{path}.denominator", connectors),
         ]
     else:
         name = "responses" if isinstance(spec, NpsSpec) else "value"
-        parts = [_part(session, ctx, spec, name, path)]
+        parts = [_part(session, ctx, spec, name, path, connectors)]
     for part in parts:
         # Fail now, not at evaluation, when the window cannot be resolved.
         resolve_window(part.window, ctx, f"{part.path}.window")
@@ -721,13 +735,49 @@ def evaluate(
     session: Session, ctx: Context, the_plan: Plan, *, previous: bool = False
 ) -> Evaluation:
     """The metric over its window(s) at `ctx.now` (or over the previous equivalent ones)."""
-    results = []
+    windows = []
     for part in the_plan.parts:
         start, end = resolve_window(part.window, ctx, f"{part.path}.window")
         if previous:
             start, end = previous_window(part.window, start, end)
-        results.append(evaluate_part(session, part, start, end, ctx.tz))
+        windows.append((start, end))
+    parts = the_plan.parts
+    if len(parts) == 2 and _fusable(parts[0], parts[1]) and windows[0] == windows[1]:
+        results = evaluate_counts_together(session, parts[0], parts[1], *windows[0], ctx.tz)
+    else:
+        results = [
+            evaluate_part(session, part, start, end, ctx.tz)
+            for part, (start, end) in zip(parts, windows, strict=True)
+        ]
     return Evaluation(combine(the_plan.spec, results), results, ctx.ws.timezone)
+
+
+def _fusable(a: Part, b: Part) -> bool:
+    """Two counts over the same records source and date field (a ratio's usual shape)."""
+    return (
+        a.aggregate == b.aggregate == "count"
+        and a.connector.id == b.connector.id
+        and a.kind == b.kind
+        and a.date_field is b.date_field
+    )
+
+
+def evaluate_counts_together(
+    session: Session, a: Part, b: Part, start: date, end: date, tz: ZoneInfo
+) -> list[PartResult]:
+    """Both counts of a ratio in one scan: the shared range once, each side's filters as a
+    conditional count (exactly what each count alone would give)."""
+    shared = part_where(replace(a, condition=None), start, end, tz)
+    conditions = [p.condition if p.condition is not None else true() for p in (a, b)]
+    row = session.execute(
+        select(*(func.count(case((c, 1), else_=None)) for c in conditions)).where(
+            *shared, or_(*conditions)
+        )
+    ).one()
+    return [
+        PartResult(part=p, start=start, end=end, records=int(n), result=int(n))
+        for p, n in zip((a, b), row, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------- records
