@@ -110,11 +110,11 @@ class BulkResults:
 
 
 class QueryLocatorExpiredError(SourceDataError):
-    """`INVALID_QUERY_LOCATOR`: a queryMore cursor expired or was evicted.
+    """`INVALID_QUERY_LOCATOR`: a queryMore cursor expired or was released.
 
-    Salesforce keeps at most a handful of open cursors per user and drops idle ones (SOQL and
-    SOSL Reference, "Query Locators"); the caller restarts the query from its keyset position
-    instead of retrying the dead cursor.
+    Since API 56.0 a cursor lives two days; before, it expired after 15 idle minutes and a
+    user could hold 10 (Salesforce App Limits, "API Query Cursor Limits"). Retrying the dead
+    cursor cannot help, so the connector restarts the query from its keyset position.
     """
 
 
