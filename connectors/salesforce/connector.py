@@ -192,8 +192,10 @@ class SalesforceSecrets(ConnectorSecrets):
     """Credentials of the connected (external client) app and, for the password flow, the
     integration user. Which fields are needed depends on `SalesforceConfig.auth_flow`."""
 
-    client_id: SecretStr
-    client_secret: SecretStr
+    #: Consumer key of the connected app / external client app.
+    client_id: SecretStr = Field(min_length=1)
+    #: Consumer secret of that app.
+    client_secret: SecretStr = Field(min_length=1)
     username: SecretStr | None = None
     password: SecretStr | None = None
     #: Appended to the password; empty when the org trusts the caller's IP range.
