@@ -195,6 +195,11 @@ class Connector(ABC):
         fields.update(config.custom_fields.get(kind, {}))
         return fields
 
+    @classmethod
+    def missing_secrets(cls, config: ConnectorConfig, secrets: ConnectorSecrets) -> list[str]:  # noqa: ARG003
+        """Secret fields `config` needs that `secrets` lacks (e.g. per auth flow)."""
+        return []
+
     def ensure_kind(self, kind: RecordKind) -> None:
         """Raise ConfigError when this connector does not read `kind`."""
         if kind not in self.kinds:

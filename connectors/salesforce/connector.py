@@ -275,6 +275,13 @@ class SalesforceConnector(Connector):
         )
 
     @classmethod
+    def missing_secrets(cls, config: ConnectorConfig, secrets: ConnectorSecrets) -> list[str]:
+        """Secrets the configured auth flow needs that are not set."""
+        if not isinstance(config, SalesforceConfig) or not isinstance(secrets, SalesforceSecrets):
+            return []
+        return list(secrets.missing_for(config.auth_flow))
+
+    @classmethod
     def raw_fields(cls, config: ConnectorConfig, kind: RecordKind) -> dict[str, FieldType]:
         """Standard fields, `CurrencyIsoCode` in a multi-currency org, then custom fields."""
         fields = dict(cls.standard_raw_fields.get(kind, {}))

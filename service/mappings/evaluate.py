@@ -87,6 +87,10 @@ RAW_DATETIME_OPERATORS = frozenset({Op.is_null})
 
 #: Kinds that have a close date.
 CLOSING_KINDS = frozenset({RecordKind.opportunity, RecordKind.deal})
+#: Filter values are bounded so they bind safely on both dialects.
+MAX_NUMBER = Decimal(10) ** 14
+MAX_DECIMALS = 10
+MIN_DAY, MAX_DAY = date(1900, 1, 1), date(2199, 12, 31)
 PROMOTER_MIN = 9
 DETRACTOR_MAX = 6
 
@@ -310,6 +314,9 @@ def _scalar(ref: FieldRef, value: Any, path: str) -> Any:
     if t is FieldType.string:
         if not isinstance(value, str):
             raise _bad(path, f"{ref.name} is a text field: give a string")
+        if "\x00" in value:
+            # PostgreSQL text cannot hold NUL, so no stored value can match it anyway.
+            raise _bad(path, "text values cannot contain NUL characters")
         return value
     if t is FieldType.boolean:
         if not isinstance(value, bool):
@@ -322,8 +329,11 @@ def _scalar(ref: FieldRef, value: Any, path: str) -> Any:
             number = Decimal(str(value))
         except InvalidOperation:
             raise _bad(path, f"{ref.name} is a numeric field: {value!r} is not a number") from None
-        if not number.is_finite():
-            raise _bad(path, f"{ref.name}: {value!r} is not a finite number")
+        if not number.is_finite() or abs(number) >= MAX_NUMBER:
+            # Bounded so that every comparison binds as a 64-bit integer or a plain decimal.
+            raise _bad(path, f"{ref.name}: {value!r} is not a number below 1e14 in magnitude")
+        if number.normalize().as_tuple().exponent < -MAX_DECIMALS:  # type: ignore[operator]
+            raise _bad(path, f"{ref.name}: at most {MAX_DECIMALS} decimals")
         if ref.amount:
             scaled = number * AMOUNT_SCALE
             if scaled != scaled.to_integral_value():
@@ -342,6 +352,8 @@ def _scalar(ref: FieldRef, value: Any, path: str) -> Any:
             day = date.fromisoformat(value)
         except ValueError:
             raise _bad(path, f"{ref.name} is a date field: {value!r} is not YYYY-MM-DD") from None
+        if not MIN_DAY <= day <= MAX_DAY:
+            raise _bad(path, f"{ref.name}: give a date between {MIN_DAY} and {MAX_DAY}")
         # Raw dates are ISO text: compared as text, which orders like dates.
         return day.isoformat() if ref.raw else day
     if not isinstance(value, str):
@@ -352,6 +364,8 @@ def _scalar(ref: FieldRef, value: Any, path: str) -> Any:
         raise _bad(path, f"{ref.name}: {value!r} is not an ISO 8601 datetime") from None
     if moment.tzinfo is None:
         raise _bad(path, f"{ref.name}: give a time zone offset, e.g. {value}+01:00")
+    if not MIN_DAY <= moment.date() <= MAX_DAY:
+        raise _bad(path, f"{ref.name}: give a moment between {MIN_DAY} and {MAX_DAY}")
     return moment
 
 
@@ -808,6 +822,8 @@ def counted_records(
     value_expr = part.field.expr if part.field is not None else literal(None)
     columns: list[Any] = [R.id, R.source_id, R.connector_id, R.kind, value_expr, R.currency]
     columns.append(part.permalink if part.permalink is not None else literal(None))
+    if after_id >= 2**63 - 1:
+        return [], None  # past any id a record can have
     query = (
         select(*columns)
         .where(*counted_where(part, start, end, tz), R.id > after_id)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from connectors.base import Connector as VendorConnector
@@ -59,10 +60,15 @@ def _apply(
     ctx = ev.context_for(session, ws, now, kr)
     the_plan = the_plan or ev.plan(session, ctx, parse_spec(mapping.spec))
     result = ev.evaluate(session, ctx, the_plan)
-    baseline = ev.evaluate(session, ctx, the_plan, previous=True)
-    mapping.baseline = baseline.float_value
-    first = baseline.parts[0]
-    mapping.baseline_start, mapping.baseline_end = first.start, first.end
+    try:
+        baseline = ev.evaluate(session, ctx, the_plan, previous=True)
+    except (ValueError, OverflowError):
+        # A window at the edge of the calendar has no previous one.
+        mapping.baseline, mapping.baseline_start, mapping.baseline_end = None, None, None
+    else:
+        mapping.baseline = baseline.float_value
+        first = baseline.parts[0]
+        mapping.baseline_start, mapping.baseline_end = first.start, first.end
     value, details = result.float_value, result.details()
     changed = value != kr.value
     if changed:
@@ -133,6 +139,19 @@ def _set_sources(session: Session, mapping: Mapping, the_plan: ev.Plan) -> None:
     session.flush()
 
 
+def _flush_or_conflict(session: Session, kr: KeyResult) -> None:
+    kr_id = kr.id  # read before a rollback expires it
+    try:
+        session.flush()
+    except IntegrityError:
+        # Another request bound this key result (or versioned its mapping) meanwhile.
+        session.rollback()
+        raise ConflictError(
+            f"key result {kr_id} was bound concurrently; read its mapping and retry",
+            field="key_result_id",
+        ) from None
+
+
 def _snapshot(session: Session, mapping: Mapping, now: datetime) -> None:
     session.add(
         MappingVersion(
@@ -142,7 +161,6 @@ def _snapshot(session: Session, mapping: Mapping, now: datetime) -> None:
             created_at=now,
         )
     )
-    session.flush()
 
 
 def bind(
@@ -165,8 +183,9 @@ def bind(
         mapping.version += 1
         mapping.spec = dump_spec(spec)
         mapping.updated_at = now
-    session.flush()
+    _flush_or_conflict(session, kr)
     _snapshot(session, mapping, now)
+    _flush_or_conflict(session, kr)
     _set_sources(session, mapping, the_plan)
     _apply(session, ws, mapping, kr, now, the_plan)
     return mapping

@@ -91,8 +91,8 @@ class CustomWindow(_Strict):
     """A fixed range of local days `[start, end)`."""
 
     type: Literal["custom"]
-    start: date
-    end: date
+    start: date = Field(ge=date(1900, 1, 1))
+    end: date = Field(le=date(2200, 1, 1))
 
     @model_validator(mode="after")
     def _ordered(self) -> CustomWindow:
@@ -135,7 +135,7 @@ class DateField(enum.StrEnum):
 class _Over(_Strict):
     """One record kind of one connector, filtered, in a window."""
 
-    connector_id: int
+    connector_id: int = Field(ge=1, le=2**31 - 1)
     kind: RecordKind
     match: Match = Match.all
     filters: list[Condition] = Field(default_factory=list, max_length=50)

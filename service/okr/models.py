@@ -178,6 +178,11 @@ class ObjectivePublic(ObjectiveBase):
 # ---------------------------------------------------------------------------- key results
 
 
+#: ISO 4217 currency codes. (SQLModel's `regex=` is silently ignored under pydantic 2:
+#: patterns go through `schema_extra`.)
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+
+
 class KeyResultBase(SQLModel):
     title: str = Field(min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=5000)
@@ -185,7 +190,7 @@ class KeyResultBase(SQLModel):
     kind: KeyResultKind = KeyResultKind.increase
     unit: Unit = Unit.count
     #: ISO 4217 code, required when `unit` is currency.
-    currency: str | None = Field(default=None, regex=r"^[A-Z]{3}$")
+    currency: str | None = Field(default=None, schema_extra={"pattern": CURRENCY_PATTERN})
     #: Where the value starts; required by increase/decrease, optional for thresholds.
     start: FiniteFloat | None = None
     target: FiniteFloat
@@ -246,11 +251,12 @@ class KeyResult(KeyResultBase, table=True):
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
 
 
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
 class KeyResultCreate(KeyResultBase):
-    @field_validator("currency", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    _currency_upper = field_validator("currency", mode="before")(_upper)
 
 
 class KeyResultUpdate(SQLModel):
@@ -259,12 +265,14 @@ class KeyResultUpdate(SQLModel):
     objective_id: int | None = None
     kind: KeyResultKind | None = None
     unit: Unit | None = None
-    currency: str | None = Field(default=None, regex=r"^[A-Z]{3}$")
+    currency: str | None = Field(default=None, schema_extra={"pattern": CURRENCY_PATTERN})
     start: FiniteFloat | None = None
     target: FiniteFloat | None = None
     weight: FiniteFloat | None = Field(default=None, gt=0)
     window_start: date | None = None
     window_end: date | None = None
+
+    _currency_upper = field_validator("currency", mode="before")(_upper)
 
 
 class KeyResultPublic(KeyResultBase):

@@ -56,6 +56,18 @@ def validated_secrets(type_name: str, secrets: dict[str, Any]) -> ConnectorSecre
         raise InvalidError(f"{field}: {message}", field=field) from None
 
 
+def check_required_secrets(
+    type_name: str, config: ConnectorConfig, secrets: ConnectorSecrets
+) -> None:
+    """A 422 naming the first secret the configuration needs but does not have."""
+    missing = connector_class(type_name).missing_secrets(config, secrets)
+    if missing:
+        raise InvalidError(
+            f"secret {missing[0]!r} is required by this configuration",
+            field=f"secrets.{missing[0]}",
+        )
+
+
 def validated_kinds(type_name: str, kinds: list[str] | None) -> list[str] | None:
     """`kinds` checked against what the connector reads (None = all)."""
     if kinds is None:
@@ -127,6 +139,7 @@ def create_connector(session: Session, ws: Workspace, data: ConnectorCreate) -> 
     """Validate and store a connector."""
     config = validated_config(data.type, data.config)
     secrets = validated_secrets(data.type, data.secrets)
+    check_required_secrets(data.type, config, secrets)
     row = Connector(
         workspace_id=wid(ws),
         name=data.name,
@@ -148,12 +161,13 @@ def update_connector(session: Session, row: Connector, data: ConnectorUpdate) ->
     for key in ("name", "config", "secrets", "sync_interval_seconds", "enabled"):
         if key in changes and changes[key] is None:
             raise InvalidError(f"{key} cannot be null", field=key)
+    config = validated_config(row.type, changes.get("config", row.config))
+    merged = secret_store.unseal(row.secrets) | changes.get("secrets", {})
+    secrets = validated_secrets(row.type, merged)
+    check_required_secrets(row.type, config, secrets)
     if "config" in changes:
-        config = validated_config(row.type, changes["config"])
         row.config = config.model_dump(mode="json", exclude_unset=True)
     if "secrets" in changes:
-        merged = secret_store.unseal(row.secrets) | changes["secrets"]
-        secrets = validated_secrets(row.type, merged)
         row.secrets = secret_store.seal(secret_store.plain(secrets))
     if "kinds" in changes:
         row.kinds = validated_kinds(row.type, changes["kinds"])

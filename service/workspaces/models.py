@@ -55,7 +55,7 @@ class Workspace(WorkspaceBase, table=True):
 
 
 class WorkspaceCreate(WorkspaceBase):
-    slug: str = Field(regex=SLUG_PATTERN, max_length=64)
+    slug: str = Field(max_length=64, schema_extra={"pattern": SLUG_PATTERN})
 
 
 class WorkspaceUpdate(SQLModel):

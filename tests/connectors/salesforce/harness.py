@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,9 @@ class SalesforceHarness:
     def set_page_size(self, n: int) -> None:
         """Cap every REST batch at `n` records (below Salesforce's 200 minimum on purpose)."""
         self.fake.page_size = n
+
+    def now(self) -> datetime:
+        return self.fake.now() + timedelta(seconds=1)
 
     def stamp_all_equal(self, kind: RecordKind) -> None:
         """Give every record of `kind` one SystemModstamp (a bulk update's effect)."""

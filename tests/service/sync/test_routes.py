@@ -188,3 +188,19 @@ def test_given_another_workspace_when_reading_its_connector_then_404(
         assert response.status_code == 404, (method, path)
         assert response.headers["content-type"].startswith(PROBLEM)
     assert client.get(f"/api/v1/connectors/{connector_id}", headers=theirs).status_code == 200
+
+
+def test_given_a_salesforce_password_flow_without_username_when_created_then_422_names_it(
+    client: TestClient,
+) -> None:
+    headers = make_workspace(client)
+    body = {
+        "name": "Salesforce",
+        "type": "salesforce",
+        "config": {"login_url": "https://login.salesforce.com", "auth_flow": "password"},
+        "secrets": {"client_id": "3MVG9id", "client_secret": "s3cr3t-value"},
+    }
+    response = client.post("/api/v1/connectors", json=body, headers=headers)
+    assert_problem(response, 422, "secrets.username")
+    assert "s3cr3t-value" not in response.text
+    assert client.get("/api/v1/connectors", headers=headers).json()["items"] == []
