@@ -116,7 +116,12 @@ def test_mutations_show_up_including_deletes(harness: SourceHarness) -> None:
         live = {r.source_id for r in records if not r.deleted}
         assert live == harness.live_ids(kind)
         changed = [
-            r for p in read_all(harness.connector(), kind, Window(newest + timedelta(microseconds=1), EVERYTHING.end))
+            r
+            for p in read_all(
+                harness.connector(),
+                kind,
+                Window(newest + timedelta(microseconds=1), EVERYTHING.end),
+            )
             for r in p.records
         ]
         assert changed, "a mutation must be visible in an incremental window"

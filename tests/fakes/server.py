@@ -54,7 +54,12 @@ def serve(app: ASGIApp, *, tls: bool = False, tmp_dir: str | None = None) -> Ite
         cert.private_key_and_cert_chain_pem.write_to_path(key_path)
         kwargs = {"ssl_certfile": key_path, "ssl_keyfile": key_path}
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **kwargs  # type: ignore[arg-type]
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        **kwargs,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
