@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
@@ -414,6 +417,47 @@ def _bad_specs(setup: Setup) -> list[tuple[str, int | None, dict[str, Any], str]
         ),
         ("extra key", setup.count_kr.id, lead | {"colour": "red"}, "spec.colour"),
         ("unknown key result", 999, lead, "key_result_id"),
+        (
+            "a huge amount",
+            setup.count_kr.id,
+            lead | {"filters": [{"field": "amount", "op": "gt", "value": 1e20}]},
+            "spec.filters.0.value",
+        ),
+        (
+            "too many decimals",
+            setup.count_kr.id,
+            lead | {"filters": [{"field": "score", "op": "gt", "value": "1e-20"}]},
+            "spec.filters.0.value",
+        ),
+        (
+            "a NUL character",
+            setup.count_kr.id,
+            lead | {"filters": [{"field": "status", "op": "in", "value": ["a", "b\u0000"]}]},
+            "spec.filters.0.value.1",
+        ),
+        (
+            "a moment in year 1",
+            setup.count_kr.id,
+            lead
+            | {
+                "filters": [
+                    {"field": "created_at", "op": "gt", "value": "0001-01-01T00:00:00+01:00"}
+                ]
+            },
+            "spec.filters.0.value",
+        ),
+        (
+            "a window in year 1",
+            setup.count_kr.id,
+            lead | {"window": {"type": "custom", "start": "0001-01-01", "end": "2026-01-01"}},
+            "spec.window.start",
+        ),
+        (
+            "a connector id past any id",
+            setup.count_kr.id,
+            lead | {"connector_id": 2**40},
+            "spec.connector_id",
+        ),
     ]
 
 
@@ -649,3 +693,60 @@ def test_reference_helpers_are_consistent() -> None:
     row = {"kind": "opportunity", "raw": {"Amount": "12"}, "amount_e4": None}
     assert reference.field_value(row, "raw.Amount") is None
     assert reference.field_value(row | {"raw": {"Amount": 1.5}}, "raw.Amount") == Decimal("1.5")
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_given_any_json_in_a_spec_when_previewed_then_the_answer_is_200_or_a_422_never_a_500(
+    client: TestClient, setup: Setup, data: st.DataObject
+) -> None:
+    spec = data.draw(
+        st.sampled_from([count_spec(setup), sum_spec(setup), nps_spec(setup), ratio_spec(setup)])
+    )
+    spec = json.loads(json.dumps(spec))
+    # Replace one value somewhere in the spec with arbitrary JSON.
+    node: Any = spec
+    path = data.draw(st.lists(st.integers(0, 5), min_size=1, max_size=4))
+    for step in path[:-1]:
+        children = (
+            list(node)
+            if isinstance(node, dict)
+            else list(range(len(node)))
+            if isinstance(node, list)
+            else []
+        )
+        if not children or not isinstance(node[children[step % len(children)]], dict | list):
+            break
+        node = node[children[step % len(children)]]
+    keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+    if keys:
+        node[keys[path[-1] % len(keys)]] = data.draw(JSON)
+    response = client.post(
+        f"{API}/mappings/preview", json={"key_result_id": setup.eur_kr.id, "spec": spec}
+    )
+    assert response.status_code in (200, 422), (spec, response.text)
+    if response.status_code == 422:
+        assert response.json()["field"]
+
+
+def test_given_a_cursor_past_any_record_when_explained_then_the_page_is_empty(
+    client: TestClient, setup: Setup
+) -> None:
+    import base64
+
+    bind(client, setup.count_kr.id, count_spec(setup))
+    cursor = base64.urlsafe_b64encode(f"id:{2**70}".encode()).decode().rstrip("=")
+    response = client.get(
+        f"{API}/key-results/{setup.count_kr.id}/explain", params={"cursor": cursor}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["records"] == {"part": "value", "items": [], "next_cursor": None}
