@@ -28,13 +28,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from sqlalchemy import Engine, Table, and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from connectors.base import Record, RecordKind, Runtime, Window
 from connectors.errors import ConnectorError, QuotaExceededError
 from connectors.retry import RetryPolicy
 from service.clock import Clock, utc_now
+from service.db import json_dumps
 from service.errors import ConflictError, NotFoundError
 from service.settings import Settings
 from service.sync import secrets as secret_store
@@ -100,30 +100,69 @@ def amount_e4(amount: Decimal | None) -> int | None:
     return int((amount * AMOUNT_SCALE).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
-def _row(record: Record, workspace_id: int, connector_id: int, now: datetime) -> dict[str, Any]:
-    return {
-        "workspace_id": workspace_id,
-        "connector_id": connector_id,
-        "kind": record.kind.value,
-        "source_id": record.source_id,
-        "created_at": record.created_at,
-        "modified_at": record.modified_at,
-        "deleted": record.deleted,
-        "close_date": record.close_date,
-        "status": record.status,
-        "stage": record.stage,
-        "is_closed": record.is_closed,
-        "is_won": record.is_won,
-        "amount_e4": amount_e4(record.amount),
-        "currency": record.currency,
-        "lead_source": record.lead_source,
-        "owner": record.owner,
-        "deal_type": record.deal_type,
-        "score": record.score,
-        "email": record.email,
-        "raw": record.raw,
-        "synced_at": now,
-    }
+_INSERT_COLUMNS = ("connector_id", "kind", "source_id", *_UPDATED_COLUMNS)
+
+
+def _upsert_sql(dialect: str) -> str:
+    """The page upsert as driver SQL: newest `modified_at` wins, even between racing writers.
+
+    Rows are bound as driver-native tuples (see `_native_row`), skipping SQLAlchemy's
+    per-value bind processors, which cost as much as SQLite's own insert on large syncs.
+    """
+    mark = "%s" if dialect == "postgresql" else "?"
+    values = ", ".join(
+        "CAST(%s AS jsonb)" if (dialect == "postgresql" and c == "raw") else mark
+        for c in _INSERT_COLUMNS
+    )
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _UPDATED_COLUMNS)
+    return (
+        f"INSERT INTO record ({', '.join(_INSERT_COLUMNS)}) VALUES ({values}) "
+        f"ON CONFLICT (connector_id, kind, source_id) DO UPDATE SET {updates} "
+        "WHERE record.modified_at <= excluded.modified_at"
+    )
+
+
+_UPSERT_SQL = {name: _upsert_sql(name) for name in ("sqlite", "postgresql")}
+
+
+def _sqlite_time(moment: datetime) -> str:
+    # Exactly the text SQLAlchemy's SQLite DATETIME stores (naive UTC, always microseconds),
+    # so values written here compare and read back like those written through the ORM.
+    utc = moment.astimezone(UTC)
+    return f"{utc:%Y-%m-%d %H:%M:%S}.{utc.microsecond:06d}"
+
+
+def _native_row(
+    record: Record, workspace_id: int, connector_id: int, now: Any, sqlite_dialect: bool
+) -> tuple[Any, ...]:
+    created, modified = record.created_at, record.modified_at
+    close_date: Any = record.close_date
+    if sqlite_dialect:
+        created, modified = _sqlite_time(created), _sqlite_time(modified)  # type: ignore[assignment]
+        close_date = close_date.isoformat() if close_date is not None else None
+    return (
+        connector_id,
+        record.kind.value,
+        record.source_id,
+        workspace_id,
+        created,
+        modified,
+        record.deleted,
+        close_date,
+        record.status,
+        record.stage,
+        record.is_closed,
+        record.is_won,
+        amount_e4(record.amount),
+        record.currency,
+        record.lead_source,
+        record.owner,
+        record.deal_type,
+        record.score,
+        record.email,
+        json_dumps(record.raw),
+        now,
+    )
 
 
 def upsert_page(
@@ -164,6 +203,8 @@ def upsert_page(
             )
         ):
             stored[source_id] = (modified_at, deleted)
+    on_sqlite = conn.dialect.name == "sqlite"
+    stamp: Any = _sqlite_time(now) if on_sqlite else now
     rows = []
     for source_id, record in newest.items():
         before = stored.get(source_id)
@@ -183,18 +224,9 @@ def upsert_page(
                 counts.deleted += 1
             else:
                 counts.updated += 1
-        rows.append(_row(record, connector.workspace_id, connector.id, now))
+        rows.append(_native_row(record, connector.workspace_id, connector.id, stamp, on_sqlite))
     if rows:
-        dialect = conn.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(RECORD)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["connector_id", "kind", "source_id"],
-            set_={name: stmt.excluded[name] for name in _UPDATED_COLUMNS},
-            # Newest wins even if two writers race on the same record.
-            where=RECORD.c.modified_at <= stmt.excluded.modified_at,
-        )
-        conn.execute(stmt, rows)
+        conn.exec_driver_sql(_UPSERT_SQL[conn.dialect.name], rows)
     return counts
 
 

@@ -1,0 +1,361 @@
+"""Sync throughput: Salesforce leads from the local fake org into SQLite and PostgreSQL.
+
+Measures, in one run:
+  * full sync of N leads (default 200,000) end to end — the real SalesforceConnector
+    (simple-salesforce over HTTPS on loopback), the sync engine, the `record` table — into
+    SQLite and into PostgreSQL: records/s and peak RSS;
+  * an incremental sync after 1% of the leads changed;
+  * the ceiling: the same REST pages read by simple-salesforce alone and upserted with a
+    bare sqlite3 `executemany`;
+  * peak RSS of the end-to-end SQLite sync at N/4 and N leads (flat = pages are streamed).
+
+The fake org runs in its own process so that its memory is not counted; each scenario runs
+in a fresh process so its peak RSS is its own.
+
+    python bench/sync_throughput.py [--leads 200000] [--pg postgresql://root@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --------------------------------------------------------------------------- the fake org
+
+
+def serve_fake(leads: int) -> None:
+    """Subprocess: seed a fake org with `leads` leads, serve it over TLS, print its address."""
+    from tests.fakes.salesforce import FakeSalesforce
+    from tests.fakes.server import serve
+
+    fake = FakeSalesforce()
+    fake.api_limit = 10**9
+    fake.seed("Lead", leads)
+
+    def now() -> dict[str, Any]:
+        return {"now": fake.now().isoformat()}
+
+    def touch(n: int) -> dict[str, Any]:
+        ids = sorted(fake.live_ids("Lead"))[:: max(1, leads // n)][:n]
+        fake.tick()
+        for record_id in ids:
+            fake.update("Lead", record_id, Status="Working - Contacted")
+        return {"touched": len(ids), "now": fake.now().isoformat()}
+
+    fake.app.add_api_route("/__bench/now", now, methods=["GET"])
+    fake.app.add_api_route("/__bench/touch", touch, methods=["POST"])
+    with serve(fake.app, tls=True) as served:
+        print(
+            json.dumps(
+                {
+                    "base_url": served.base_url,
+                    "ca_bundle": served.ca_bundle,
+                    "client_id": fake.client_id,
+                    "client_secret": fake.client_secret,
+                    "username": fake.username,
+                    "password": fake.password,
+                    "security_token": fake.security_token,
+                }
+            ),
+            flush=True,
+        )
+        sys.stdin.read()  # serve until the parent closes our stdin
+
+
+class Fake:
+    """The fake org in a subprocess."""
+
+    def __init__(self, leads: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "_fake", str(leads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        self.info: dict[str, Any] = json.loads(self.proc.stdout.readline())
+
+    def admin(self, method: str, path: str) -> dict[str, Any]:
+        import httpx
+
+        with httpx.Client(verify=self.info["ca_bundle"], timeout=120) as client:
+            response = client.request(method, self.info["base_url"] + path)
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def scenario_e2e(info: dict[str, Any], database_url: str, touch_after: bool) -> dict[str, Any]:
+    """Subprocess: full sync (and, optionally, then an incremental one) through the engine."""
+    import httpx
+    from sqlmodel import Session
+
+    from connectors.base import Runtime
+    from connectors.retry import RetryPolicy
+    from service import db
+    from service.settings import Settings
+    from service.sync.engine import SyncEngine
+    from service.sync.models import Connector
+    from service.workspaces.models import Workspace
+
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    with Session(engine) as session:
+        ws = Workspace(slug="bench", name="Bench")
+        session.add(ws)
+        session.flush()
+        assert ws.id is not None
+        row = Connector(
+            workspace_id=ws.id,
+            name="sf",
+            type="salesforce",
+            # REST query/queryMore, 2,000 per batch, as the ceiling reads it.
+            config={"login_url": info["base_url"], "bulk_threshold": None},
+            secrets={k: info[k] for k in ("client_id", "client_secret", "username", "password")}
+            | {"security_token": info["security_token"]},
+            kinds=["lead"],
+        )
+        session.add(row)
+        session.commit()
+        connector_id = row.id
+    assert connector_id is not None
+
+    def fake_now() -> datetime:
+        with httpx.Client(verify=info["ca_bundle"]) as client:
+            now = client.get(info["base_url"] + "/__bench/now").json()["now"]
+        return datetime.fromisoformat(now) + timedelta(seconds=1)
+
+    clock_at = [fake_now()]
+    settings = Settings(database_url=database_url, load_demo=False, migrate_on_start=False)
+    sync = SyncEngine(
+        engine,
+        settings,
+        clock=lambda: clock_at[0],
+        runtime_factory=lambda _row: Runtime(
+            retry=RetryPolicy(), timeout_seconds=120, ca_bundle=info["ca_bundle"]
+        ),
+    )
+    t0 = time.perf_counter()
+    run = sync.run(connector_id)
+    full_s = time.perf_counter() - t0
+    assert run.status == "succeeded", run.error_message
+    result: dict[str, Any] = {
+        "fetched": run.fetched,
+        "inserted": run.inserted,
+        "seconds": round(full_s, 2),
+        "records_per_s": round(run.fetched / full_s),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+    if touch_after:
+        with httpx.Client(verify=info["ca_bundle"], timeout=120) as client:
+            touched = client.post(
+                info["base_url"] + "/__bench/touch", params={"n": run.fetched // 100}
+            ).json()
+        clock_at[0] = fake_now()
+        t0 = time.perf_counter()
+        inc = sync.run(connector_id)
+        inc_s = time.perf_counter() - t0
+        assert inc.status == "succeeded", inc.error_message
+        assert inc.updated == touched["touched"], (inc.updated, touched)
+        result["incremental"] = {
+            "changed_at_source": touched["touched"],
+            "fetched": inc.fetched,
+            "updated": inc.updated,
+            "seconds": round(inc_s, 2),
+        }
+    engine.dispose()
+    return result
+
+
+def scenario_ceiling(info: dict[str, Any], sqlite_path: str) -> dict[str, Any]:
+    """Subprocess: simple-salesforce alone + bare sqlite3 executemany upserts, same pages."""
+    import sqlite3
+
+    import requests
+    from simple_salesforce import Salesforce
+
+    session = requests.Session()
+    # REQUESTS_CA_BUNDLE in the environment would override `verify` otherwise.
+    session.trust_env = False
+    session.verify = info["ca_bundle"]
+    token = session.post(
+        info["base_url"] + "/services/oauth2/token",
+        data={
+            "grant_type": "password",
+            "client_id": info["client_id"],
+            "client_secret": info["client_secret"],
+            "username": info["username"],
+            "password": info["password"] + info["security_token"],
+        },
+    ).json()
+    sf = Salesforce(
+        instance_url=token["instance_url"], session_id=token["access_token"], session=session
+    )
+    fields = (
+        "Id, CreatedDate, LastModifiedDate, SystemModstamp, IsDeleted, Status, LeadSource, "
+        "OwnerId, Email, FirstName, LastName, Company, Country, Industry, IsConverted"
+    )
+    conn = sqlite3.connect(sqlite_path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(
+        "CREATE TABLE lead (id TEXT PRIMARY KEY, created TEXT, modified TEXT, deleted INT, "
+        "status TEXT, source TEXT, owner TEXT, email TEXT, raw TEXT)"
+    )
+    sql = (
+        "INSERT INTO lead VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+        "created=excluded.created, modified=excluded.modified, deleted=excluded.deleted, "
+        "status=excluded.status, source=excluded.source, owner=excluded.owner, "
+        "email=excluded.email, raw=excluded.raw WHERE lead.modified <= excluded.modified"
+    )
+    t0 = time.perf_counter()
+    page = sf.query(f"SELECT {fields} FROM Lead ORDER BY SystemModstamp, Id")
+    total = 0
+    while True:
+        rows = [
+            (
+                r["Id"],
+                r["CreatedDate"],
+                r["SystemModstamp"],
+                r.get("IsDeleted", False),
+                r["Status"],
+                r["LeadSource"],
+                r["OwnerId"],
+                r["Email"],
+                json.dumps({k: v for k, v in r.items() if k != "attributes"}),
+            )
+            for r in page["records"]
+        ]
+        conn.executemany(sql, rows)
+        conn.commit()
+        total += len(rows)
+        if page["done"]:
+            break
+        page = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True)
+    seconds = time.perf_counter() - t0
+    return {
+        "fetched": total,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(total / seconds),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+def in_subprocess(name: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, name, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
+    last: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return last
+
+
+def fresh_pg(base_url: str, name: str) -> str:
+    from sqlalchemy import make_url, text
+
+    from service import db
+    from service.settings import Settings
+
+    url = make_url(Settings(database_url=base_url).database_url)
+    admin = db.make_engine(
+        url.set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--leads", type=int, default=200_000)
+    parser.add_argument(
+        "--pg", default=os.environ.get("OKR_BENCH_PG", "postgresql://root@127.0.0.1:5432/postgres")
+    )
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "sync_throughput.json"))
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="okr-bench-"))
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}: {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}",
+        "leads": args.leads,
+    }
+    fake = Fake(args.leads)
+    try:
+        info = json.dumps(fake.info)
+        print("ceiling (simple-salesforce + bare executemany into SQLite)...", flush=True)
+        results["ceiling_sqlite"] = in_subprocess("_ceiling", info, str(tmp / "ceiling.db"))
+        print(results["ceiling_sqlite"], flush=True)
+        print("end to end into SQLite...", flush=True)
+        results["e2e_sqlite"] = in_subprocess("_e2e", info, f"sqlite:///{tmp / 'e2e.db'}", "touch")
+        print(results["e2e_sqlite"], flush=True)
+        print("end to end into PostgreSQL...", flush=True)
+        pg = fresh_pg(args.pg, "okr_bench_sync")
+        results["e2e_postgresql"] = in_subprocess("_e2e", info, pg, "touch")
+        print(results["e2e_postgresql"], flush=True)
+    finally:
+        fake.close()
+    quarter = max(1000, args.leads // 4)
+    small = Fake(quarter)
+    try:
+        print(f"end to end into SQLite with {quarter} leads (memory flatness)...", flush=True)
+        results["e2e_sqlite_quarter"] = in_subprocess(
+            "_e2e", json.dumps(small.info), f"sqlite:///{tmp / 'quarter.db'}", "no"
+        )
+        print(results["e2e_sqlite_quarter"], flush=True)
+    finally:
+        small.close()
+    results["e2e_over_ceiling_sqlite"] = round(
+        results["e2e_sqlite"]["records_per_s"] / results["ceiling_sqlite"]["records_per_s"], 3
+    )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_fake":
+        serve_fake(int(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_e2e":
+        print(
+            json.dumps(scenario_e2e(json.loads(sys.argv[2]), sys.argv[3], sys.argv[4] == "touch"))
+        )
+    elif len(sys.argv) > 1 and sys.argv[1] == "_ceiling":
+        print(json.dumps(scenario_ceiling(json.loads(sys.argv[2]), sys.argv[3])))
+    else:
+        main()
