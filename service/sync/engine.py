@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from queue import Empty, Full, Queue
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Table, and_, func, or_, select, update
 from sqlmodel import Session
@@ -50,6 +52,7 @@ from service.sync.models import (
 from service.sync.service import build_connector, connector_class, enabled_kinds
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Where a first sync starts when nothing narrower is configured: everything.
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
@@ -128,8 +131,8 @@ _UPSERT_SQL = {name: _upsert_sql(name) for name in ("sqlite", "postgresql")}
 def _sqlite_time(moment: datetime) -> str:
     # Exactly the text SQLAlchemy's SQLite DATETIME stores (naive UTC, always microseconds),
     # so values written here compare and read back like those written through the ORM.
-    utc = moment.astimezone(UTC)
-    return f"{utc:%Y-%m-%d %H:%M:%S}.{utc.microsecond:06d}"
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+    return text if len(text) > 19 else text + ".000000"
 
 
 def _native_row(
@@ -228,6 +231,59 @@ def upsert_page(
     if rows:
         conn.exec_driver_sql(_UPSERT_SQL[conn.dialect.name], rows)
     return counts
+
+
+_DONE = object()
+
+
+def prefetched(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Iterate `pages` while a background thread already fetches the next ones.
+
+    Reading a vendor page is mostly waiting on the network, storing it mostly CPU and disk:
+    overlapping the two roughly hides the faster one. At most `depth` pages wait in the
+    queue, so memory stays flat. The vendor iterator runs entirely in the helper thread;
+    its exceptions are re-raised here, and stopping early (a failed commit) stops it.
+    """
+    queue: Queue[Any] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        queue.put((page, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((_DONE, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            queue.put((None, exc))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="okr-sync-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                queue.get(timeout=0.1)
+            except Empty:
+                pass
+        thread.join()
 
 
 def runtime_for(connector: Connector, settings: Settings) -> Runtime:
@@ -475,7 +531,7 @@ class SyncEngine:
             report.window_start = window.start.isoformat()
             report.window_end = window.end.isoformat()
 
-            for page in vendor.read(kind, window, resume):
+            for page in prefetched(iter(vendor.read(kind, window, resume))):
                 counts = upsert_page(session, row, kind, page.records, self.clock())
                 state.resume = dict(page.checkpoint) if page.checkpoint is not None else None
                 state.updated_at = self.clock()

@@ -82,12 +82,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("record", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_record_closed", ["connector_id", "kind", "close_date"], unique=False
-        )
-        batch_op.create_index(
-            "ix_record_created", ["connector_id", "kind", "created_at"], unique=False
-        )
-        batch_op.create_index(
             "ix_record_modified", ["connector_id", "kind", "modified_at"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_record_workspace_id"), ["workspace_id"], unique=False)
@@ -150,8 +144,6 @@ def downgrade() -> None:
     with op.batch_alter_table("record", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_record_workspace_id"))
         batch_op.drop_index("ix_record_modified")
-        batch_op.drop_index("ix_record_created")
-        batch_op.drop_index("ix_record_closed")
 
     op.drop_table("record")
     with op.batch_alter_table("connector", schema=None) as batch_op:
