@@ -292,3 +292,41 @@ def test_given_an_error_quoting_a_secret_when_the_run_fails_then_the_secret_is_r
     assert run.error_message is not None
     assert leaked not in run.error_message
     assert "***" in run.error_message
+
+
+@pytest.fixture
+def salesforce(tmp_path: Path) -> Iterator[SourceHarness]:
+    with open_harness("salesforce", tmp_path) as h:
+        yield h
+
+
+def test_given_a_malformed_vendor_page_when_syncing_then_the_run_fails_and_records_stay_intact(
+    engine: Engine, database_url: str, salesforce: SourceHarness
+) -> None:
+    kind = RecordKind.lead
+    salesforce.seed(kind, 30)
+    salesforce.set_page_size(10)
+    connector_id = store_connector(engine, salesforce, kinds=[kind.value])
+    sync = make_engine_for(engine, database_url, salesforce)
+    assert sync.run(connector_id).status == RunStatus.succeeded
+    with Session(engine) as session:
+        before = {
+            r.source_id: (r.modified_at, r.status, r.raw)
+            for r in session.scalars(select(SyncedRecord))
+        }
+    salesforce.mutate(kind)
+    # The next read's first batch comes back truncated.
+    truncated = b'{"totalSize": 30, "done": false, "records": [{"Id"'
+    salesforce.fake.malformed(truncated, endpoint="query")  # type: ignore[attr-defined]
+    run = sync.run(connector_id)
+    assert run.status == RunStatus.failed
+    assert run.error_class == "source_data"
+    with Session(engine) as session:
+        after = {
+            r.source_id: (r.modified_at, r.status, r.raw)
+            for r in session.scalars(select(SyncedRecord))
+        }
+    assert after == before, "a malformed page must not change stored records"
+    # Once the vendor answers properly again, the next run catches up exactly.
+    assert sync.run(connector_id).status == RunStatus.succeeded
+    assert_equals_source(engine, connector_id, salesforce, (kind,))
