@@ -17,7 +17,7 @@ Semantics are identical on SQLite and PostgreSQL:
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -27,9 +27,11 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 from sqlalchemy import (
     Boolean,
+    Date,
     Numeric,
     String,
     and_,
+    bindparam,
     case,
     cast,
     false,
@@ -43,6 +45,7 @@ from sqlalchemy import (
 from sqlmodel import Session, col
 
 from connectors.base import NORMALISED_FIELDS, FieldType, RecordKind
+from service.db_types import UTCDateTime
 from service.errors import InvalidError
 from service.mappings.spec import (
     AverageSpec,
@@ -111,11 +114,40 @@ class Context:
     kr_window: tuple[date, date] | None = None
 
 
+def key_result_windows(session: Session, krs: Sequence[KeyResult]) -> dict[int, tuple[date, date]]:
+    """Each key result's own window, else its objective's period (one query for all)."""
+    out = {
+        kr.id: (kr.window_start, kr.window_end)
+        for kr in krs
+        if kr.id is not None and kr.window_start is not None and kr.window_end is not None
+    }
+    missing = {kr.objective_id: kr.id for kr in krs if kr.id is not None and kr.id not in out}
+    if missing:
+        rows = session.execute(
+            select(col(Objective.id), col(Period.start), col(Period.end))
+            .join(Period, col(Objective.period_id) == col(Period.id))
+            .where(col(Objective.id).in_(sorted(missing)))
+        ).all()
+        by_objective = {row[0]: (row[1], row[2]) for row in rows}
+        for kr in krs:
+            if kr.id is not None and kr.id not in out and kr.objective_id in by_objective:
+                out[kr.id] = by_objective[kr.objective_id]
+    return out
+
+
 def context_for(
-    session: Session, ws: Workspace, now: datetime, key_result: KeyResult | None = None
+    session: Session,
+    ws: Workspace,
+    now: datetime,
+    key_result: KeyResult | None = None,
+    *,
+    windows: dict[int, tuple[date, date]] | None = None,
 ) -> Context:
+    """What evaluation needs; `windows` (from `key_result_windows`) saves a query."""
     kr_window = None
-    if key_result is not None:
+    if key_result is not None and windows is not None and key_result.id in windows:
+        kr_window = windows[key_result.id]
+    elif key_result is not None:
         if key_result.window_start is not None and key_result.window_end is not None:
             kr_window = (key_result.window_start, key_result.window_end)
         else:
@@ -208,7 +240,7 @@ class Part:
 
     name: str
     path: str
-    connector: Connector
+    connector_id: int
     kind: str
     aggregate: str
     field: FieldRef | None
@@ -219,19 +251,31 @@ class Part:
     currency: str | None = None
     #: Raw permalink of the record, for links when the connector builds none.
     permalink: Any = None
+    #: The aggregate statement, built once: the window comes in as bound parameters.
+    statement: Any = None
 
 
 @dataclass(slots=True)
 class Plan:
+    """A checked spec with its SQL, reusable across evaluations (windows are parameters)."""
+
     spec: MetricSpec
     parts: list[Part]
+    #: The connector rows the spec was checked against (for explanations; not cached).
+    connectors: dict[int, Connector] = field(default_factory=dict)
+    #: Both counts of a same-source ratio in one statement, when that applies.
+    fused: Any = None
 
     @property
     def type(self) -> str:
         return self.spec.type
 
     def sources(self) -> set[tuple[int, str]]:
-        return {(p.connector.id or 0, p.kind) for p in self.parts}
+        return {(p.connector_id, p.kind) for p in self.parts}
+
+    def detached(self) -> Plan:
+        """This plan without ORM rows, safe to keep across sessions."""
+        return replace(self, connectors={})
 
 
 class _Fields:
@@ -521,10 +565,11 @@ def _part(
     permalink = None
     if "permalink" in fields.raw_fields:
         permalink = raw_value(["permalink"], FieldType.string, ctx.dialect)
+    assert connector.id is not None
     return Part(
         name=name,
         path=path,
-        connector=connector,
+        connector_id=connector.id,
         kind=kind.value,
         aggregate=spec.type,
         field=ref,
@@ -573,7 +618,13 @@ def plan(session: Session, ctx: Context, spec: MetricSpec, path: str = "spec") -
     for part in parts:
         # Fail now, not at evaluation, when the window cannot be resolved.
         resolve_window(part.window, ctx, f"{part.path}.window")
-    return Plan(spec=spec, parts=parts)
+        part.statement = _aggregate_statement(part)
+    the_plan = Plan(
+        spec=spec, parts=parts, connectors={k: v for k, v in connectors.items() if v is not None}
+    )
+    if len(parts) == 2 and _fusable(parts[0], parts[1]):
+        the_plan.fused = _fused_statement(parts[0], parts[1])
+    return the_plan
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -649,75 +700,105 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(int(value))
 
 
-def part_where(part: Part, start: date, end: date, tz: ZoneInfo) -> list[Any]:
-    """The WHERE terms of a part over `[start, end)`: source, kind, live, window, filters."""
+_DAY_LOW = bindparam("day_low", type_=Date)
+_DAY_HIGH = bindparam("day_high", type_=Date)
+_AT_LOW = bindparam("at_low", type_=UTCDateTime)
+_AT_HIGH = bindparam("at_high", type_=UTCDateTime)
+
+
+def window_params(part: Part, start: date, end: date, tz: ZoneInfo) -> dict[str, Any]:
+    """Bound values of the window terms of `part_where` for `[start, end)`."""
+    if part.date_field is DateField.closed:
+        return {"day_low": start, "day_high": end}
+    low, high = window_bounds(start, end, tz)
+    return {"at_low": low, "at_high": high}
+
+
+def part_where(part: Part, *, with_condition: bool = True) -> list[Any]:
+    """The WHERE terms of a part: source, kind, live, window (bound later), filters."""
     terms: list[Any] = [
-        R.connector_id == part.connector.id,
+        R.connector_id == part.connector_id,
         R.kind == part.kind,
         R.deleted == false(),
     ]
     if part.date_field is DateField.closed:
-        terms += [R.close_date >= start, R.close_date < end]
+        terms += [R.close_date >= _DAY_LOW, R.close_date < _DAY_HIGH]
     else:
         column = R.modified_at if part.date_field is DateField.modified else R.created_at
-        low, high = window_bounds(start, end, tz)
-        terms += [column >= low, column < high]
-    if part.condition is not None:
+        terms += [column >= _AT_LOW, column < _AT_HIGH]
+    if with_condition and part.condition is not None:
         terms.append(part.condition)
     if part.field is not None:
         terms.append(part.field.expr.is_not(None))
     return terms
 
 
-def counted_where(part: Part, start: date, end: date, tz: ZoneInfo) -> list[Any]:
+def counted_where(part: Part) -> list[Any]:
     """The WHERE terms of the records that enter the aggregate (amounts: one currency)."""
-    terms = part_where(part, start, end, tz)
+    terms = part_where(part)
     if part.currency is not None:
         terms.append(R.currency == part.currency)
     return terms
 
 
+def _aggregate_statement(part: Part) -> Any:
+    where = part_where(part)
+    ref = part.field
+    if part.aggregate == "count":
+        return select(func.count()).where(*where)
+    assert ref is not None
+    if part.aggregate == "nps":
+        score = ref.expr
+        return select(
+            func.count(),
+            func.coalesce(func.sum(case((score >= PROMOTER_MIN, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((score <= DETRACTOR_MAX, 1), else_=0)), 0),
+        ).where(*where)
+    if part.aggregate == "count_distinct":
+        return select(func.count(), func.count(ref.expr.distinct())).where(*where)
+    if part.currency is not None:
+        # Grouped by currency so that amounts in other currencies are counted, not summed.
+        return (
+            select(R.currency, func.count(), func.sum(ref.expr)).where(*where).group_by(R.currency)
+        )
+    return select(func.count(), func.sum(ref.expr)).where(*where)
+
+
+def _run(session: Session, statement: Any, params: dict[str, Any]) -> Any:
+    # Core statements on the session's connection (same transaction): the ORM layer of
+    # Session.execute adds nothing to a bare aggregate and costs a noticeable share of it.
+    return session.connection().execute(statement, params)
+
+
 def evaluate_part(session: Session, part: Part, start: date, end: date, tz: ZoneInfo) -> PartResult:
     """One aggregate, computed by the database."""
-    where = part_where(part, start, end, tz)
+    params = window_params(part, start, end, tz)
     out = PartResult(part=part, start=start, end=end, records=0, result=None)
     ref = part.field
     if part.aggregate == "count":
-        out.records = int(session.execute(select(func.count()).where(*where)).scalar_one())
+        out.records = int(_run(session, part.statement, params).scalar_one())
         out.result = out.records
         return out
     assert ref is not None
     if part.aggregate == "nps":
-        score = ref.expr
-        row = session.execute(
-            select(
-                func.count(),
-                func.coalesce(func.sum(case((score >= PROMOTER_MIN, 1), else_=0)), 0),
-                func.coalesce(func.sum(case((score <= DETRACTOR_MAX, 1), else_=0)), 0),
-            ).where(*where)
-        ).one()
+        row = _run(session, part.statement, params).one()
         out.records, out.promoters, out.detractors = int(row[0]), int(row[1]), int(row[2])
         out.passives = out.records - out.promoters - out.detractors
         return out
     if part.aggregate == "count_distinct":
-        row = session.execute(
-            select(func.count(), func.count(ref.expr.distinct())).where(*where)
-        ).one()
+        row = _run(session, part.statement, params).one()
         out.records, out.result = int(row[0]), int(row[1])
         return out
+    total: Any = None
     if part.currency is not None:
-        rows = session.execute(
-            select(R.currency, func.count(), func.sum(ref.expr)).where(*where).group_by(R.currency)
-        ).all()
-        total: Any = None
-        for currency, count, amount in rows:
+        for currency, count, amount in _run(session, part.statement, params).all():
             if currency == part.currency:
                 out.records, total = int(count), amount
             else:
                 out.other_currencies[currency or "unknown"] = int(count)
         out.other_currencies = dict(sorted(out.other_currencies.items()))
     else:
-        count, total = session.execute(select(func.count(), func.sum(ref.expr)).where(*where)).one()
+        count, total = _run(session, part.statement, params).one()
         out.records = int(count)
     if out.records == 0 or total is None:
         # No records: a sum is 0, a mean does not exist.
@@ -756,8 +837,13 @@ def evaluate(
             start, end = previous_window(part.window, start, end)
         windows.append((start, end))
     parts = the_plan.parts
-    if len(parts) == 2 and _fusable(parts[0], parts[1]) and windows[0] == windows[1]:
-        results = evaluate_counts_together(session, parts[0], parts[1], *windows[0], ctx.tz)
+    if the_plan.fused is not None and windows[0] == windows[1]:
+        start, end = windows[0]
+        row = _run(session, the_plan.fused, window_params(parts[0], start, end, ctx.tz)).one()
+        results = [
+            PartResult(part=p, start=start, end=end, records=int(n), result=int(n))
+            for p, n in zip(parts, row, strict=True)
+        ]
     else:
         results = [
             evaluate_part(session, part, start, end, ctx.tz)
@@ -770,28 +856,20 @@ def _fusable(a: Part, b: Part) -> bool:
     """Two counts over the same records source and date field (a ratio's usual shape)."""
     return (
         a.aggregate == b.aggregate == "count"
-        and a.connector.id == b.connector.id
+        and a.connector_id == b.connector_id
         and a.kind == b.kind
         and a.date_field is b.date_field
     )
 
 
-def evaluate_counts_together(
-    session: Session, a: Part, b: Part, start: date, end: date, tz: ZoneInfo
-) -> list[PartResult]:
+def _fused_statement(a: Part, b: Part) -> Any:
     """Both counts of a ratio in one scan: the shared range once, each side's filters as a
     conditional count (exactly what each count alone would give)."""
-    shared = part_where(replace(a, condition=None), start, end, tz)
+    shared = part_where(a, with_condition=False)
     conditions = [p.condition if p.condition is not None else true() for p in (a, b)]
-    row = session.execute(
-        select(*(func.count(case((c, 1), else_=None)) for c in conditions)).where(
-            *shared, or_(*conditions)
-        )
-    ).one()
-    return [
-        PartResult(part=p, start=start, end=end, records=int(n), result=int(n))
-        for p, n in zip((a, b), row, strict=True)
-    ]
+    return select(*(func.count(case((c, 1), else_=None)) for c in conditions)).where(
+        *shared, or_(*conditions)
+    )
 
 
 # ---------------------------------------------------------------------------- records
@@ -826,11 +904,11 @@ def counted_records(
         return [], None  # past any id a record can have
     query = (
         select(*columns)
-        .where(*counted_where(part, start, end, tz), R.id > after_id)
+        .where(*counted_where(part), R.id > after_id)
         .order_by(R.id)
         .limit(limit + 1)
     )
-    rows = session.execute(query).all()
+    rows = session.execute(query, window_params(part, start, end, tz)).all()
     records = []
     for row in rows[:limit]:
         value = row[4]
@@ -849,10 +927,3 @@ def counted_records(
         )
     more = records[-1].id if len(rows) > limit and records else None
     return records, more
-
-
-def connectors_of(plan_: Plan) -> Iterable[Connector]:
-    seen: dict[int, Connector] = {}
-    for part in plan_.parts:
-        seen.setdefault(part.connector.id or 0, part.connector)
-    return seen.values()

@@ -3,12 +3,17 @@ preview specs and explain values. Functions flush; routes (and the sync engine) 
 
 from __future__ import annotations
 
+import json
 import logging
-from datetime import datetime
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -46,6 +51,87 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------- evaluation
 
 
+#: Plans of stored mappings, reused across syncs (specs are checked when bound; a plan's
+#: SQL takes the window as parameters, so it stays valid as time passes).
+_PLANS: OrderedDict[tuple[Any, ...], ev.Plan] = OrderedDict()
+_PLANS_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What evaluating many mappings at once shares: two lookups instead of two per mapping."""
+
+    windows: dict[int, tuple[date, date]]
+    #: Connector rows as stored (id, workspace, type, config, kinds), part of plan keys.
+    connectors: dict[int, tuple[Any, ...]]
+
+
+def load_batch(session: Session, mappings: Sequence[Mapping], krs: Sequence[KeyResult]) -> Batch:
+    """The key results' windows and the mappings' connectors, in one query each."""
+    ids = set().union(*(_connector_ids(m.spec) for m in mappings)) if mappings else set()
+    c = Connector.__table__.c  # type: ignore[attr-defined]
+    rows = session.execute(
+        sa_select(c.id, c.workspace_id, c.type, c.config, c.kinds).where(c.id.in_(sorted(ids)))
+    ).all()
+    return Batch(
+        windows=ev.key_result_windows(session, krs),
+        connectors={row[0]: tuple(row) for row in rows},
+    )
+
+
+def mapping_plan(
+    session: Session, ctx: ev.Context, mapping: Mapping, batch: Batch | None = None
+) -> ev.Plan:
+    """The plan of a stored mapping's current version (cached per process).
+
+    The key holds what a plan depends on: the spec, the key result's currency, and the
+    connectors as stored now (a changed config or kind list is checked again).
+    """
+    kr = ctx.key_result
+    if batch is None:
+        batch = load_batch(session, [mapping], [])
+    connectors = [batch.connectors.get(i) for i in sorted(_connector_ids(mapping.spec))]
+    key = (
+        str(session.get_bind().engine.url),
+        mapping.id,
+        mapping.version,
+        json.dumps(mapping.spec, sort_keys=True),
+        None if kr is None else (str(kr.unit), kr.currency),
+        json.dumps(connectors, sort_keys=True, default=str),
+    )
+    found = _PLANS.get(key)
+    if found is not None:
+        _PLANS.move_to_end(key)
+        return found
+    the_plan = ev.plan(session, ctx, parse_spec(mapping.spec))
+    _PLANS[key] = the_plan.detached()
+    while len(_PLANS) > _PLANS_MAX:
+        _PLANS.popitem(last=False)
+    return the_plan
+
+
+def _connector_ids(spec: Any) -> set[int]:
+    if isinstance(spec, dict):
+        found = {spec["connector_id"]} if isinstance(spec.get("connector_id"), int) else set()
+        for value in spec.values():
+            found |= _connector_ids(value)
+        return found
+    return set()
+
+
+def evaluate_mapping(
+    session: Session,
+    ws: Workspace,
+    mapping: Mapping,
+    kr: KeyResult,
+    now: datetime,
+    batch: Batch | None = None,
+) -> ev.Evaluation:
+    """The value of a stored mapping at `now`, as a sync computes it (nothing written)."""
+    ctx = ev.context_for(session, ws, now, kr, windows=batch.windows if batch else None)
+    return ev.evaluate(session, ctx, mapping_plan(session, ctx, mapping, batch))
+
+
 def _apply(
     session: Session,
     ws: Workspace,
@@ -53,12 +139,13 @@ def _apply(
     kr: KeyResult,
     now: datetime,
     the_plan: ev.Plan | None = None,
+    batch: Batch | None = None,
 ) -> bool:
     """Evaluate the mapping; store a history point when the value changed. Returns whether
     it changed. The baseline (previous equivalent window) is refreshed too, since the
     records of that window often arrive with the first sync, after the binding."""
-    ctx = ev.context_for(session, ws, now, kr)
-    the_plan = the_plan or ev.plan(session, ctx, parse_spec(mapping.spec))
+    ctx = ev.context_for(session, ws, now, kr, windows=batch.windows if batch else None)
+    the_plan = the_plan or mapping_plan(session, ctx, mapping, batch)
     result = ev.evaluate(session, ctx, the_plan)
     try:
         baseline = ev.evaluate(session, ctx, the_plan, previous=True)
@@ -108,14 +195,29 @@ def reevaluate_after_sync(
         )
         .order_by(col(Mapping.id))
     ).all()
+    if not mappings:
+        return 0
+    krs = {
+        kr.id: kr
+        for kr in session.exec(
+            select(KeyResult).where(col(KeyResult.id).in_([m.key_result_id for m in mappings]))
+        )
+    }
+    workspaces = {
+        ws.id: ws
+        for ws in session.exec(
+            select(Workspace).where(col(Workspace.id).in_({m.workspace_id for m in mappings}))
+        )
+    }
+    batch = load_batch(session, mappings, list(krs.values()))
     changed = 0
     for mapping in mappings:
-        kr = session.get(KeyResult, mapping.key_result_id)
-        ws = session.get(Workspace, mapping.workspace_id)
+        kr = krs.get(mapping.key_result_id)
+        ws = workspaces.get(mapping.workspace_id)
         if kr is None or ws is None:
             continue
         try:
-            changed += _apply(session, ws, mapping, kr, now)
+            changed += _apply(session, ws, mapping, kr, now, batch=batch)
         except (InvalidError, ValidationError) as exc:
             # The spec no longer fits its connector (config or kinds changed): keep the
             # last good value rather than failing the whole sync.
@@ -288,7 +390,7 @@ def _part_public(result: ev.PartResult, tz: str, ctx: ev.Context) -> PartPublic:
     low, high = window_bounds(result.start, result.end, ctx.tz)
     return PartPublic(
         part=part.name,
-        connector_id=part.connector.id or 0,
+        connector_id=part.connector_id,
         kind=part.kind,
         aggregate=part.aggregate,
         field=part.field.name if part.field else None,
@@ -318,7 +420,8 @@ def preview(session: Session, ws: Workspace, data: PreviewRequest, now: datetime
         records, _ = ev.counted_records(
             session, part.part, part.start, part.end, ctx.tz, limit=data.sample_size
         )
-        sample[part.part.name] = [_ref(r, part.part.connector, links) for r in records]
+        connector = the_plan.connectors[part.part.connector_id]
+        sample[part.part.name] = [_ref(r, connector, links) for r in records]
     return PreviewPublic(
         value=result.float_value,
         details=result.details(),
@@ -363,8 +466,8 @@ def explain(
     )
     links = _Links()
     sources = []
-    for connector in ev.connectors_of(the_plan):
-        kinds = sorted({p.kind for p in the_plan.parts if p.connector.id == connector.id})
+    for connector in the_plan.connectors.values():
+        kinds = sorted({p.kind for p in the_plan.parts if p.connector_id == connector.id})
         sources.append(
             SourcePublic(
                 connector_id=connector.id or 0,
@@ -394,7 +497,7 @@ def explain(
         sources=sources,
         records=RecordsPage(
             part=wanted,
-            items=[_ref(r, chosen.part.connector, links) for r in records],
+            items=[_ref(r, the_plan.connectors[chosen.part.connector_id], links) for r in records],
             next_cursor=encode_cursor(more) if more is not None else None,
         ),
     )
