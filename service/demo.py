@@ -127,7 +127,7 @@ def load_tartempion(session: Session, now: datetime) -> Workspace | None:
         workspace_id=wid(ws),
         name="Tartempion demo CRM",
         type="demo",
-        config={"seed": 42},
+        config={"seed": 42, "history_years": 1},
         secrets={},
         # A short interval so the demo's numbers visibly move while you watch.
         sync_interval_seconds=60,

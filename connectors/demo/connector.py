@@ -64,6 +64,9 @@ class DemoConfig(ConnectorConfig):
     size: int = Field(default=3000, ge=10, le=200_000)
     #: Calendar year of the dataset; default: the year of `now`.
     year: int | None = Field(default=None, ge=2000, le=2100)
+    #: Earlier years to generate too, each 30% smaller than the next (a growing company),
+    #: so that "the same metric last year" (the ambition check) has something to compare.
+    history_years: int = Field(default=0, ge=0, le=5)
     #: Fixed "now" (ISO 8601; naive means UTC); default: the wall clock at read time.
     now: datetime | None = None
     #: Floor every yielded created_at/modified_at to this many seconds (counted from the
@@ -163,11 +166,17 @@ class DemoConnector(Connector):
         self._refuse_if_configured()
         after = _parse_checkpoint(resume)
         now = self._now()
-        dataset = generate(self._config.seed, self._config.size, self._year(now))
-        entries = self._as_of(dataset, kind, int(now.timestamp()))
+        year = self._year(now)
+        entries = []
+        for back in range(self._config.history_years, -1, -1):
+            # Ids embed the year, so the years never collide.
+            year_size = max(10, round(self._config.size * 0.7**back))
+            dataset = generate(self._config.seed + back, year_size, year - back)
+            entries += [(*e, dataset) for e in self._as_of(dataset, kind, int(now.timestamp()))]
+        entries.sort(key=lambda e: (e[0], e[1].source_id))
         # Keys are (unix seconds, id); window bounds and checkpoints compare as floats, so
         # sub-second bounds cut exactly between whole-second stamps.
-        keys = [(at, timeline.source_id) for at, timeline, _ in entries]
+        keys = [(at, timeline.source_id) for at, timeline, _, _ in entries]
         lower = (window.start.timestamp(), "")
         if after is not None and after > lower:
             # A checkpoint sorts after every record it covers: resume strictly after it.
@@ -181,7 +190,7 @@ class DemoConnector(Connector):
             # Records are only built for what is yielded: incremental reads stay cheap.
             chunk = [
                 _record(timeline, version, at, _coarse(timeline.created_at, dataset, resolution))
-                for at, timeline, version in entries[start : min(start + size, end)]
+                for at, timeline, version, dataset in entries[start : min(start + size, end)]
             ]
             last = chunk[-1]
             yield Page(
