@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.errors import ConfigError
 from connectors.retry import RetryPolicy
@@ -158,6 +158,9 @@ class ConnectorConfig(BaseModel):
     #: Custom (raw) fields to read per kind, with their type, e.g.
     #: `{"lead": {"Customer_Type__c": "string"}}`; mappings may filter on `raw.<name>`.
     custom_fields: dict[RecordKind, dict[str, FieldType]] = {}
+    #: Most vendor requests one sync run may make (None: the service's default). Keeps a
+    #: sync to a small share of a daily quota such as Salesforce's DailyApiRequests.
+    request_budget: int | None = Field(default=None, ge=1)
 
 
 class ConnectorSecrets(BaseModel):

@@ -290,7 +290,8 @@ def runtime_for(connector: Connector, settings: Settings) -> Runtime:
     """Retry, throttle, budget and TLS settings for one run of `connector`."""
     cls = connector_class(connector.type)
     rate: tuple[int, float] | None = getattr(cls, "default_rate", None)
-    budget = connector.config.get("request_budget") or settings.connector_request_budget
+    config = cls.config_model.model_validate(connector.config)
+    budget = config.request_budget or settings.connector_request_budget
     policy = RetryPolicy(
         max_attempts=settings.connector_max_attempts,
         request_budget=budget,

@@ -330,3 +330,36 @@ def test_given_a_malformed_vendor_page_when_syncing_then_the_run_fails_and_recor
     # Once the vendor answers properly again, the next run catches up exactly.
     assert sync.run(connector_id).status == RunStatus.succeeded
     assert_equals_source(engine, connector_id, salesforce, (kind,))
+
+
+def test_given_a_request_budget_when_spent_then_the_run_stops_and_the_next_one_resumes(
+    engine: Engine, database_url: str, salesforce: SourceHarness
+) -> None:
+    kind = RecordKind.lead
+    salesforce.seed(kind, 50)
+    salesforce.set_page_size(10)
+    config = salesforce.connector().config.model_dump(mode="json") | {"request_budget": 3}
+    connector_id = store_connector(engine, salesforce, kinds=[kind.value], config=config)
+
+    def runtime(row: Connector) -> Runtime:
+        from service.sync.engine import runtime_for
+
+        budgeted = runtime_for(row, make_settings(database_url))
+        budgeted.ca_bundle = salesforce.connector().runtime.ca_bundle
+        return budgeted
+
+    settings = make_settings(database_url)
+    sync = SyncEngine(engine, settings, clock=salesforce.now, runtime_factory=runtime)
+    run = sync.run(connector_id)
+    assert run.status == RunStatus.failed
+    assert run.error_class == "request_budget_exceeded"
+    assert run.requests == 3
+    assert run.details is not None
+    assert run.details["quota"] == {"used": 3, "limit": 3}
+    partial = stored_ids(engine, connector_id, kind)
+    assert 0 < len(partial) < 50
+    runs = 1
+    while sync.run(connector_id).status == RunStatus.failed:
+        runs += 1
+        assert runs < 20, "each budgeted run must make progress"
+    assert_equals_source(engine, connector_id, salesforce, (kind,))
