@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, select
+from sqlmodel import SQLModel
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
@@ -179,3 +181,17 @@ def dump(client: Any, ws: str | None = None) -> dict[str, Any]:
     for kr in found["key-results"]:
         found[f"history/{kr['id']}"] = list_all(client, f"key-results/{kr['id']}/history", ws=ws)
     return found
+
+
+def db_dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in primary-key order: the strongest "nothing changed"."""
+    import service.models  # noqa: F401 - registers every table
+
+    with engine.connect() as conn:
+        return {
+            table.name: [
+                tuple(row)
+                for row in conn.execute(select(table).order_by(*table.primary_key.columns))
+            ]
+            for table in SQLModel.metadata.sorted_tables
+        }
