@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from service.okr.models import KeyResultKind, Unit
@@ -66,11 +66,20 @@ def elapsed_fraction(window_start: datetime, window_end: datetime, now: datetime
         return 1.0
     if now <= window_start:
         return 0.0
-    # In UTC: subtracting two datetimes of the same ZoneInfo gives wall-clock time, which
-    # ignores the hour a DST change adds or removes.
-    start, end = window_start.astimezone(UTC), window_end.astimezone(UTC)
-    total = (end - start).total_seconds()
-    return clamp01((now - start).total_seconds() / total)
+    total = _seconds_between(window_start, window_end)
+    return clamp01(_seconds_between(window_start, now) / total)
+
+
+def _seconds_between(earlier: datetime, later: datetime) -> float:
+    """Absolute seconds from `earlier` to `later`.
+
+    Not `later - earlier`: two datetimes of the same ZoneInfo subtract as wall-clock time,
+    ignoring the hour a DST change adds or removes. Offsets are applied as timedeltas, so
+    no intermediate datetime can fall out of range (year 1, year 9999).
+    """
+    wall = later.replace(tzinfo=None) - earlier.replace(tzinfo=None)
+    shift = (later.utcoffset() or timedelta(0)) - (earlier.utcoffset() or timedelta(0))
+    return (wall - shift).total_seconds()
 
 
 def _linear(start: float, target: float, value: float) -> float:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from service.okr.models import KeyResultKind, Unit
@@ -259,6 +259,27 @@ def test_given_a_window_in_the_future_when_expected_progress_is_computed_then_it
 ) -> None:
     end = start + timedelta(seconds=length)
     assert elapsed_fraction(start, end, start - timedelta(seconds=early)) == 0.0
+
+
+@given(
+    first=st.dates(),
+    last=st.dates(),
+    zone=st.sampled_from(
+        ["UTC", "Europe/Paris", "Asia/Tokyo", "Pacific/Kiritimati", "America/Adak"]
+    ),
+    now=instants,
+)
+@example(
+    first=date(1, 1, 1),  # Tokyo's local mean time is UTC+9:18: that instant is in year 0
+    last=date(2030, 1, 1),
+    zone="Asia/Tokyo",
+    now=datetime(2026, 7, 2, 12, tzinfo=UTC),
+)
+def test_given_any_days_in_any_zone_when_expected_progress_is_computed_then_it_never_fails(
+    first: date, last: date, zone: str, now: datetime
+) -> None:
+    start, end = window_bounds(first, last, ZoneInfo(zone))
+    assert 0.0 <= elapsed_fraction(start, end, now) <= 1.0
 
 
 # ---------------------------------------------------------------------------- forecast
