@@ -316,3 +316,17 @@ def test_given_an_unknown_key_result_or_objective_when_progress_is_read_then_it_
     for path in ("key-results", "objectives"):
         for ident in (1, 2**31, 2**70):
             assert_problem(client.get(f"{API}/{path}/{ident}/progress"), 404)
+
+
+def test_given_a_period_from_year_1_to_9999_when_read_in_tokyo_then_progress_still_answers(
+    client: TestClient,
+) -> None:
+    make_workspace(client, timezone="Asia/Tokyo")
+    period = make_period(client, "forever", "0001-01-01", "9999-12-31")
+    objective = make_objective(client, period["id"])
+    kr = make_key_result(client, objective["id"])
+    check_in(client, kr["id"], 1)
+    got = _progress(client, f"/objectives/{objective['id']}/progress")
+    assert got["expected_progress"] == pytest.approx(2025.5 / 9999, abs=1e-3)  # mid-2026
+    assert got["key_results"][0]["status"] == "at_risk"  # 0.01 >= 0.2026 - 0.25
+    assert _progress(client, "/progress", period="forever")["objectives"][0]["title"] == "Grow"
