@@ -336,29 +336,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--years", type=int, default=4, help="years of Tartempion history")
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the databases a previous run loaded"
+    )
     args = parser.parse_args(argv)
 
-    print(f"generating {args.years} years of {args.size:,} leads a year...", flush=True)
-    started = time.perf_counter()
-    rows = list(records(args.records, args.size, args.years))
-    print(f"  {len(rows):,} records in {time.perf_counter() - started:.0f} s", flush=True)
+    rows: list[dict[str, Any]] = []
+    if not args.reuse:
+        print(f"generating {args.years} years of {args.size:,} leads a year...", flush=True)
+        started = time.perf_counter()
+        rows = list(records(args.records, args.size, args.years))
+        print(f"  {len(rows):,} records in {time.perf_counter() - started:.0f} s", flush=True)
     out: dict[str, Any] = {
         "records": args.records,
-        "tartempion_records": len(rows),
+        "tartempion_records": len(rows) or None,
         "now": NOW.isoformat(),
         "repeat": args.repeat,
     }
     ok = True
     targets = []
     if args.sqlite:
-        Path(args.sqlite).unlink(missing_ok=True)
+        if not args.reuse:
+            Path(args.sqlite).unlink(missing_ok=True)
         targets.append(("SQLite", f"sqlite:///{args.sqlite}"))
     if args.postgresql:
         targets.append(("PostgreSQL", args.postgresql))
     for name, url in targets:
         engine = db.make_engine(url)
-        print(f"{name}: preparing", flush=True)
-        prepare(engine, rows, args.records)
+        if not args.reuse:
+            print(f"{name}: preparing", flush=True)
+            prepare(engine, rows, args.records)
         results = measure(engine, args.repeat)
         ok &= report(name, results)
         out[name] = results

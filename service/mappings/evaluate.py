@@ -17,6 +17,7 @@ Semantics are identical on SQLite and PostgreSQL:
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -424,6 +425,26 @@ def _list(ref: FieldRef, value: Any, path: str, size: int | None = None) -> list
     return [_scalar(ref, v, f"{path}.{i}") for i, v in enumerate(value)]
 
 
+#: Text that any JSON encoder writes verbatim inside a string (nothing to escape).
+_PLAIN = re.compile(r"[A-Za-z0-9 _.,:;@#&()+=-]+")
+
+
+def _prefiltered(ref: FieldRef, values: list[Any], exact: Any, dialect: str) -> Any:
+    """`exact`, preceded on SQLite by a cheap substring test on the raw JSON text.
+
+    SQLite parses a record's whole JSON text for each extraction; a record whose text does
+    not even contain `"value"` cannot match, and skipping the parse for it is most of the
+    cost of a raw filter. Only for values every encoder writes verbatim, so the test is a
+    necessary condition and the result is exactly that of `exact`.
+    """
+    if dialect != "sqlite" or not ref.raw or ref.type is not FieldType.string:
+        return exact
+    if not all(isinstance(v, str) and _PLAIN.fullmatch(v) for v in values):
+        return exact
+    needles = [func.instr(R.raw, literal(f'"{v}"', String)) > 0 for v in values]
+    return and_(or_(*needles), exact)
+
+
 def _compile_filter(f: Filter, fields: _Fields, path: str, dialect: str) -> Any:
     ref = fields.resolve(f.field, f"{path}.field")
     allowed = RAW_DATETIME_OPERATORS if ref.raw and ref.type is FieldType.datetime else None
@@ -446,7 +467,7 @@ def _compile_filter(f: Filter, fields: _Fields, path: str, dialect: str) -> Any:
     if op in (Op.in_, Op.not_in):
         values = _list(ref, f.value, vpath)
         if op is Op.in_:
-            return expr.in_(values)
+            return _prefiltered(ref, values, expr.in_(values), dialect)
         # "Not one of these" includes records that do not have the field at all.
         return or_(expr.not_in(values), expr.is_(None))
     if op is Op.between:
@@ -460,7 +481,7 @@ def _compile_filter(f: Filter, fields: _Fields, path: str, dialect: str) -> Any:
     if op is Op.contains:
         return _contains(expr, value, dialect)
     if op is Op.eq:
-        return expr == value
+        return _prefiltered(ref, [value], expr == value, dialect)
     if op is Op.neq:
         # "Not equal" includes records that do not have the field at all.
         return or_(expr != value, expr.is_(None))
