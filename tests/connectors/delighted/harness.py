@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import json
 import random
-from datetime import UTC, datetime
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
