@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session
 
@@ -129,6 +129,21 @@ def world(session: Session) -> World:
     w = World(session, rows, [c.id for c in connectors if c.id is not None])
     w.ws, w.kr = ws, kr
     return w
+
+
+def pins_another_currency(spec: dict[str, Any]) -> bool:
+    """Whether a side sums EUR amounts while its filters keep only other currencies (a spec
+    the mapping layer rightly refuses for a EUR key result)."""
+    sides = [spec["numerator"], spec["denominator"]] if spec["type"] == "ratio" else [spec]
+    for side in sides:
+        if side.get("field") != "amount" or side.get("match", "all") != "all":
+            continue
+        for f in side.get("filters", []):
+            if f.get("field") == "currency" and f["op"] in ("eq", "in"):
+                codes = f["value"] if isinstance(f["value"], list) else [f["value"]]
+                if "EUR" not in codes:
+                    return True
+    return False
 
 
 def sql_value(w: World, spec: dict[str, Any], now: datetime = NOW) -> Decimal | None:
@@ -282,6 +297,7 @@ def test_given_generated_records_when_a_random_spec_is_evaluated_then_it_equals_
     world: World, data: st.DataObject
 ) -> None:
     spec = data.draw(a_simple_spec(world.connectors))
+    assume(not pins_another_currency(spec))
     assert sql_value(world, spec) == truth(world, spec), spec
 
 
@@ -296,6 +312,7 @@ def test_given_generated_records_when_a_random_ratio_is_evaluated_then_it_equals
         "numerator": data.draw(a_simple_spec(world.connectors, nps=False)),
         "denominator": data.draw(a_simple_spec(world.connectors, nps=False)),
     }
+    assume(not pins_another_currency(spec))
     assert sql_value(world, spec) == truth(world, spec), spec
 
 
@@ -632,3 +649,19 @@ def test_given_a_key_result_window_without_a_key_result_when_planned_then_the_wi
     with pytest.raises(InvalidError) as caught:
         ev.plan(session, ctx, parse_spec({"type": "count", "connector_id": c.id, "kind": "lead"}))
     assert caught.value.field == "spec.window"
+
+
+def test_given_a_eur_key_result_when_a_sum_keeps_only_usd_then_the_currency_filter_is_named(
+    world: World,
+) -> None:
+    spec = {
+        "type": "sum",
+        "field": "amount",
+        "connector_id": world.connectors[0],
+        "kind": "opportunity",
+        "filters": [{"field": "currency", "op": "in", "value": ["USD"]}],
+    }
+    assert pins_another_currency(spec)
+    with pytest.raises(InvalidError) as caught:
+        sql_value(world, spec)
+    assert caught.value.field == "spec.filters.0.value"
