@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import URL, Engine, make_url, text
 from sqlmodel import Session
 
 from service import db
@@ -29,19 +29,27 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
-def _pg_database(base_url: str) -> str:
-    """A database of our own per xdist worker, created and migrated once."""
-    url = make_url(Settings(database_url=base_url).database_url)
-    name = f"{url.database}_okr_{_worker()}"
-    admin = db.make_engine(
+def _admin_engine(url: URL) -> Engine:
+    return db.make_engine(
         url.set(database="postgres").render_as_string(hide_password=False),
         isolation_level="AUTOCOMMIT",
     )
+
+
+def _pg_database(base_url: str) -> URL:
+    """A database of our own for this test process, created empty.
+
+    The name carries the process id, so test runs sharing a server (a developer's and
+    CI's, or several sessions) never drop each other's databases.
+    """
+    url = make_url(Settings(database_url=base_url).database_url)
+    name = f"{url.database}_okr_{_worker()}_{os.getpid()}"
+    admin = _admin_engine(url)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return url.set(database=name).render_as_string(hide_password=False)
+    return url.set(database=name)
 
 
 @pytest.fixture(scope="session")
@@ -49,10 +57,15 @@ def _migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a migrated, empty database (a template file for SQLite)."""
     if PG_URL:
         url = _pg_database(PG_URL)
-        engine = db.make_engine(url)
+        rendered = url.render_as_string(hide_password=False)
+        engine = db.make_engine(rendered)
         db.upgrade(engine)
         engine.dispose()
-        yield url
+        yield rendered
+        admin = _admin_engine(url)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        admin.dispose()
     else:
         path = tmp_path_factory.mktemp("db") / "template.db"
         engine = db.make_engine(f"sqlite:///{path}")
