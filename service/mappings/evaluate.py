@@ -11,7 +11,9 @@ Semantics are identical on SQLite and PostgreSQL:
 * amounts are summed as exact integers of 1/10,000 and only in one currency; records in
   other currencies are counted per currency and reported, never mixed in;
 * raw fields are read through JSON path extraction guarded by the JSON type, so a raw value
-  of the wrong type is treated as absent on both dialects (never a cast error).
+  of the wrong type is treated as absent on both dialects (never a cast error);
+* `neq` / `not_in` match records without the field too, `contains` is case-sensitive on
+  both (position functions, not LIKE, whose case rules differ between the two).
 """
 
 from __future__ import annotations

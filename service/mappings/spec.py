@@ -50,7 +50,15 @@ class _Strict(BaseModel):
 
 
 class Filter(_Strict):
-    """One condition on a normalised field (`status`) or a raw source field (`raw.Name`)."""
+    """One condition on a normalised field (`status`) or a raw source field (`raw.Name`;
+    nested vendor properties as `raw.person_properties.Customer Type`).
+
+    Operators fit the field's type: text `eq neq in not_in contains is_null`; numbers and
+    dates `eq neq in not_in gt gte lt lte between is_null`; booleans `eq neq is_null`;
+    normalised datetimes `gt gte lt lte between is_null`. `neq` and `not_in` also match
+    records that lack the field; `between` includes both bounds; `contains` is
+    case-sensitive. A raw value of another JSON type than the field's counts as absent.
+    """
 
     field: str = Field(min_length=1, max_length=300, examples=["status", "raw.Customer_Type__c"])
     op: Op
