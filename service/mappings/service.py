@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 #: SQL takes the window as parameters, so it stays valid as time passes).
 _PLANS: OrderedDict[tuple[Any, ...], ev.Plan] = OrderedDict()
 _PLANS_MAX = 1024
+#: The scheduler's sync thread and request threads share the cache.
+_PLANS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +102,16 @@ def mapping_plan(
         None if kr is None else (str(kr.unit), kr.currency),
         json.dumps(connectors, sort_keys=True, default=str),
     )
-    found = _PLANS.get(key)
-    if found is not None:
-        _PLANS.move_to_end(key)
-        return found
+    with _PLANS_LOCK:
+        found = _PLANS.get(key)
+        if found is not None:
+            _PLANS.move_to_end(key)
+            return found
     the_plan = ev.plan(session, ctx, parse_spec(mapping.spec))
-    _PLANS[key] = the_plan.detached()
-    while len(_PLANS) > _PLANS_MAX:
-        _PLANS.popitem(last=False)
+    with _PLANS_LOCK:
+        _PLANS[key] = the_plan.detached()
+        while len(_PLANS) > _PLANS_MAX:
+            _PLANS.popitem(last=False)
     return the_plan
 
 
