@@ -22,7 +22,7 @@ import calendar
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -734,7 +734,17 @@ def window_params(part: Part, start: date, end: date, tz: ZoneInfo) -> dict[str,
     if part.date_field is DateField.closed:
         return {"day_low": start, "day_high": end}
     low, high = window_bounds(start, end, tz)
-    return {"at_low": low, "at_high": high}
+    return {"at_low": _utc(low), "at_high": _utc(high)}
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` in UTC; local midnights at the ends of the calendar clamp to its ends."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        if moment.year == 1:
+            return datetime(1, 1, 1, tzinfo=UTC)
+        return datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def part_where(part: Part, *, with_condition: bool = True) -> list[Any]:

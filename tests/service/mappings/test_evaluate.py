@@ -665,3 +665,22 @@ def test_given_a_eur_key_result_when_a_sum_keeps_only_usd_then_the_currency_filt
     with pytest.raises(InvalidError) as caught:
         sql_value(world, spec)
     assert caught.value.field == "spec.filters.0.value"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(date(1, 1, 1), date(2, 1, 1)), (date(9999, 1, 1), date(9999, 12, 31))]
+)
+def test_given_a_window_at_the_ends_of_the_calendar_when_bound_then_it_evaluates_without_error(
+    session: Session, start: date, end: date
+) -> None:
+    from service.mappings.service import bind
+
+    ws = make_workspace(session, slug=f"edge{start.year}", tz="Asia/Tokyo")
+    c = make_connector(session, ws)
+    kr = make_key_result(session, ws, start=start, end=end)
+    add_records(session, [record_row(c, "lead")])
+    spec = parse_spec({"type": "count", "connector_id": c.id, "kind": "lead"})
+    mapping = bind(session, ws, kr, spec, NOW)
+    assert kr.value == 0
+    if start.year == 1:
+        assert mapping.baseline is None  # there is no year before year 1
