@@ -99,12 +99,6 @@ def test_given_the_test_database_when_compared_with_the_models_then_nothing_diff
     assert _differences(engine) == []
 
 
-@pytest.mark.xfail(
-    bool(PG_URL),
-    reason="known bug: 0001's downgrade leaves its PostgreSQL enum types (initiativestatus, "
-    "keyresultkind, unit, valuesource) behind, so upgrading again fails on CREATE TYPE",
-    strict=True,
-)
 def test_given_a_database_at_head_when_downgraded_to_base_and_back_then_it_upgrades_again(
     empty_engine: Engine,
 ) -> None:

@@ -244,4 +244,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_workspace_slug"))
 
     op.drop_table("workspace")
-    # ### end Alembic commands ###
+    # PostgreSQL keeps enum types after their tables are gone; drop them so an upgrade can
+    # create them again (SQLite has no enum types: nothing to do there).
+    for name in ("initiativestatus", "keyresultkind", "unit", "valuesource"):
+        sa.Enum(name=name).drop(op.get_bind(), checkfirst=True)
