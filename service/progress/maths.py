@@ -154,7 +154,8 @@ def forecast_of(
     if not accumulates(kind, unit):
         return value
     base = start if start is not None else 0.0
-    return base + (value - base) / elapsed
+    projected = base + (value - base) / elapsed
+    return projected if math.isfinite(projected) else None  # e.g. an infinite start
 
 
 def compute(
