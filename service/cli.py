@@ -89,6 +89,7 @@ def openapi(
     if out is None:
         typer.echo(doc, nl=False)
     else:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(doc)
 
 
