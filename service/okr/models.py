@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 from service.clock import utc_now
 from service.db_types import UTCDateTime
+from service.workspaces.models import Text
 
 
 def _fk(target: str, *, nullable: bool = False, cascade: bool = True) -> Any:
@@ -63,7 +64,7 @@ class ValueSource(enum.StrEnum):
 # ---------------------------------------------------------------------------- teams
 
 
-class TeamBase(SQLModel):
+class TeamBase(Text):
     name: str = Field(min_length=1, max_length=200)
     parent_id: int | None = None
 
@@ -81,7 +82,7 @@ class TeamCreate(TeamBase):
     pass
 
 
-class TeamUpdate(SQLModel):
+class TeamUpdate(Text):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     parent_id: int | None = None
 
@@ -93,7 +94,7 @@ class TeamPublic(TeamBase):
 # ---------------------------------------------------------------------------- periods
 
 
-class PeriodBase(SQLModel):
+class PeriodBase(Text):
     name: str = Field(min_length=1, max_length=100)
     #: First day of the period, in the workspace's time zone.
     start: date
@@ -121,7 +122,7 @@ class PeriodCreate(PeriodBase):
         return end
 
 
-class PeriodUpdate(SQLModel):
+class PeriodUpdate(Text):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     start: date | None = None
     end: date | None = None
@@ -134,7 +135,7 @@ class PeriodPublic(PeriodBase):
 # ---------------------------------------------------------------------------- objectives
 
 
-class ObjectiveBase(SQLModel):
+class ObjectiveBase(Text):
     title: str = Field(min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=5000)
     period_id: int
@@ -161,7 +162,7 @@ class ObjectiveCreate(ObjectiveBase):
     pass
 
 
-class ObjectiveUpdate(SQLModel):
+class ObjectiveUpdate(Text):
     title: str | None = Field(default=None, min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=5000)
     period_id: int | None = None
@@ -183,7 +184,7 @@ class ObjectivePublic(ObjectiveBase):
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 
 
-class KeyResultBase(SQLModel):
+class KeyResultBase(Text):
     title: str = Field(min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=5000)
     objective_id: int
@@ -259,7 +260,7 @@ class KeyResultCreate(KeyResultBase):
     _currency_upper = field_validator("currency", mode="before")(_upper)
 
 
-class KeyResultUpdate(SQLModel):
+class KeyResultUpdate(Text):
     title: str | None = Field(default=None, min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=5000)
     objective_id: int | None = None
@@ -302,7 +303,7 @@ class KeyResultValue(SQLModel, table=True):
     details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
-class CheckInCreate(SQLModel):
+class CheckInCreate(Text):
     value: FiniteFloat
     note: str | None = Field(default=None, max_length=2000)
     #: When the value was observed; defaults to now. Never in the future.
@@ -345,7 +346,7 @@ class InitiativeKeyResult(SQLModel, table=True):
     )
 
 
-class InitiativeBase(SQLModel):
+class InitiativeBase(Text):
     title: str = Field(min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=5000)
     owner: str | None = Field(default=None, max_length=200)
@@ -363,7 +364,7 @@ class InitiativeCreate(InitiativeBase):
     key_result_ids: list[int] = Field(min_length=1)
 
 
-class InitiativeUpdate(SQLModel):
+class InitiativeUpdate(Text):
     title: str | None = Field(default=None, min_length=1, max_length=500)
     description: str | None = Field(default=None, max_length=5000)
     owner: str | None = Field(default=None, max_length=200)

@@ -195,6 +195,8 @@ def delete_period(session: Session, period: Period) -> None:
 
 def find_period(session: Session, ws: Workspace, ref: str) -> Period:
     """A period by id or by name (`2026`, `2026-Q1`)."""
+    if "\x00" in ref:  # no name holds NUL, and PostgreSQL refuses to compare with it
+        raise NotFoundError("period", repr(ref), field="period")
     query = select(Period).where(Period.workspace_id == ws.id)
     # Names win over ids: a period named "2026" is what `?period=2026` means.
     found = session.exec(query.where(Period.name == ref)).first()

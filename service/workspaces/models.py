@@ -25,7 +25,18 @@ def check_timezone(value: str) -> str:
     return value
 
 
-class WorkspaceBase(SQLModel):
+class Text(SQLModel):
+    """Input whose strings every database can store: PostgreSQL text cannot hold NUL."""
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError(f"{info.field_name} cannot contain the NUL character (\\u0000)")
+        return value
+
+
+class WorkspaceBase(Text):
     name: str = Field(min_length=1, max_length=200)
     timezone: str = Field(default="UTC", max_length=64)
     #: A key result is on track while progress >= expected - on_track_margin.
@@ -58,7 +69,7 @@ class WorkspaceCreate(WorkspaceBase):
     slug: str = Field(max_length=64, schema_extra={"pattern": SLUG_PATTERN})
 
 
-class WorkspaceUpdate(SQLModel):
+class WorkspaceUpdate(Text):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     timezone: str | None = Field(default=None, max_length=64)
     on_track_margin: float | None = Field(default=None, ge=0, le=1)

@@ -23,6 +23,8 @@ router = APIRouter(prefix="/workspaces", tags=["workspaces"])
 
 
 def _get(session: SessionDep, slug: str) -> Workspace:
+    if "\x00" in slug:  # no slug holds NUL, and PostgreSQL refuses to compare with it
+        raise NotFoundError("workspace", repr(slug))
     found = session.exec(select(Workspace).where(Workspace.slug == slug)).first()
     if found is None:
         raise NotFoundError("workspace", repr(slug))

@@ -114,6 +114,14 @@ CASES: list[tuple[str, str, str, dict[str, Any] | Raw | None, int, str | None]] 
     ("overflow-start", "PATCH", ARR, Raw('{"start": -1e400}'), 422, "start"),
     ("too-long-title", "POST", OBJS, OBJ | {"title": "x" * 501}, 422, "title"),
     ("empty-name", "PATCH", "/teams/{company}", {"name": ""}, 422, "name"),
+    # PostgreSQL text cannot hold NUL: refused up front, on SQLite too
+    ("nul-title", "POST", OBJS, OBJ | {"title": "a\x00b"}, 422, "title"),
+    ("nul-note", "POST", "/key-results/{arr}/check-ins", {"value": 1, "note": "\x00"}, 422, "note"),
+    ("nul-patch", "PATCH", INIT, {"owner": "\x00"}, 422, "owner"),
+    ("nul-workspace-name", "POST", WSS, WS | {"name": "\x00"}, 422, "name"),
+    ("nul-period-ref", "GET", "/progress?period=%00", None, 404, "period"),
+    ("nul-period-filter", "GET", "/objectives?period=a%00", None, 404, "period"),
+    ("nul-slug", "GET", "/workspaces/%00", None, 404, None),
     # ---------------------------------------------------------------- unknown ids
     ("unknown-objective-get", "GET", "/objectives/9999", None, 404, None),
     ("unknown-objective-patch", "PATCH", "/objectives/9999", {"title": "x"}, 404, None),
