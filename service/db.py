@@ -47,8 +47,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             if ":memory:" not in url and url != "sqlite://":
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
-                # 64 MiB of page cache: index inserts of large syncs stay in memory.
-                cursor.execute("PRAGMA cache_size=-65536")
             cursor.close()
 
         return engine

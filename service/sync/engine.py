@@ -29,7 +29,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from queue import Empty, Full, Queue
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table, and_, func, or_, select, update
+from sqlalchemy import Engine, Table, and_, func, or_, select, text, update
 from sqlmodel import Session
 
 from connectors.base import Record, RecordKind, Runtime, Window
@@ -231,6 +231,20 @@ def upsert_page(
     if rows:
         conn.exec_driver_sql(_UPSERT_SQL[conn.dialect.name], rows)
     return counts
+
+
+def refresh_planner_statistics(session: Session) -> None:
+    """On PostgreSQL, ANALYZE the record table while a large window loads.
+
+    Without statistics (a new or fast-growing table) the planner answers the page's
+    "which of these ids are stored" query with any index starting (connector_id, kind) and
+    filters the ids row by row: measured at 7 s per 2,000-record page at 120,000 records,
+    where the unique (connector_id, kind, source_id) index answers in milliseconds.
+    Autovacuum analyzes too, but only every minute and after 10% of the table changed.
+    """
+    if session.connection().dialect.name == "postgresql":
+        session.execute(text("ANALYZE record"))
+        session.commit()
 
 
 _DONE = object()
@@ -540,6 +554,8 @@ class SyncEngine:
                 session.commit()
                 report.counts.add(counts)
                 report.pages += 1
+                if report.pages == 1 or report.pages % 100 == 0:
+                    refresh_planner_statistics(session)
                 if self.after_commit is not None:
                     self.after_commit(kind.value, report.pages)
 
