@@ -81,9 +81,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("connector_id", "kind", "source_id", name="uq_record_source"),
     )
     with op.batch_alter_table("record", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_record_modified", ["connector_id", "kind", "modified_at"], unique=False
-        )
         batch_op.create_index(batch_op.f("ix_record_workspace_id"), ["workspace_id"], unique=False)
 
     op.create_table(
@@ -143,7 +140,6 @@ def downgrade() -> None:
     op.drop_table("sync_run")
     with op.batch_alter_table("record", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_record_workspace_id"))
-        batch_op.drop_index("ix_record_modified")
 
     op.drop_table("record")
     with op.batch_alter_table("connector", schema=None) as batch_op:
