@@ -327,7 +327,7 @@ def key_result_history(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[Any]:
-    """The key result's value history, oldest first (check-ins and synced values)."""
+    """The key result's value history in the order points were recorded, each with its time."""
     service.get_owned(session, KeyResult, ws, key_result_id)
     query = select(KeyResultValue).where(KeyResultValue.key_result_id == key_result_id)
     rows, nxt = service.page_of(

@@ -23,6 +23,7 @@ from sqlmodel import Field, SQLModel
 from service.clock import utc_now
 from service.db_types import UTCDateTime
 from service.okr.models import workspace_fk
+from service.workspaces.models import Text
 
 #: JSON on SQLite, JSONB on PostgreSQL (binary, so `->>` extraction is cheap).
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -49,7 +50,7 @@ class RunTrigger(enum.StrEnum):
 # ---------------------------------------------------------------------------- connectors
 
 
-class ConnectorBase(SQLModel):
+class ConnectorBase(Text):
     name: str = Field(min_length=1, max_length=200)
     #: Connector type: salesforce, hubspot, delighted or demo.
     type: str = Field(max_length=32)
@@ -86,7 +87,7 @@ class ConnectorCreate(ConnectorBase):
         return value.strip().lower()
 
 
-class ConnectorUpdate(SQLModel):
+class ConnectorUpdate(Text):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     config: dict[str, Any] | None = None
     #: Only the secret fields given are replaced; the others are kept.

@@ -204,3 +204,13 @@ def test_given_a_salesforce_password_flow_without_username_when_created_then_422
     assert_problem(response, 422, "secrets.username")
     assert "s3cr3t-value" not in response.text
     assert client.get("/api/v1/connectors", headers=headers).json()["items"] == []
+
+
+def test_given_a_nul_character_in_a_connector_name_when_created_then_422_not_500(
+    client: TestClient, hubspot: HubSpotHarness
+) -> None:
+    headers = make_workspace(client)
+    response = client.post(
+        "/api/v1/connectors", json=hubspot_body(hubspot, name="Hub\x00Spot"), headers=headers
+    )
+    assert_problem(response, 422, "name")
