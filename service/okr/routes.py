@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
@@ -41,10 +42,26 @@ from service.progress.maths import Status
 from service.progress.service import key_result_progress, objectives_progress
 
 router = APIRouter()
+R = TypeVar("R", Objective, KeyResult)
 
 Limit = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 IdFilter = Annotated[int | None, Query(ge=1, le=service.MAX_ID)]
+
+
+def _page_by_status(candidates: Iterable[R], size: int, matches: Callable[[R], bool]) -> Page[Any]:
+    """A page of the rows whose computed progress status matches.
+
+    Status is computed, not stored: candidates are walked in id order until the page is full,
+    and the cursor points after the last row returned.
+    """
+    items: list[R] = []
+    for row in candidates:
+        if len(items) == size:
+            return Page(items=items, next_cursor=encode_cursor(items[-1].id or 0))
+        if matches(row):
+            items.append(row)
+    return Page(items=items, next_cursor=None)
 
 
 def _size(settings: SettingsDep, limit: int | None) -> int:
@@ -172,17 +189,14 @@ def list_objectives(
     if status is None:
         rows, nxt = service.page_of(session, query, Objective, size, decode_cursor(cursor))
         return Page(items=rows, next_cursor=nxt)
-    # Status is computed, not stored: walk candidates in id order until the page is full.
-    items: list[Objective] = []
-    after = decode_cursor(cursor)
-    candidates = session.exec(query.where(col(Objective.id) > after).order_by(col(Objective.id)))
-    for objective in candidates:
-        if len(items) == size:
-            return Page(items=items, next_cursor=encode_cursor(items[-1].id or 0))
-        [progress] = objectives_progress(session, ws, [objective], clock())
-        if progress.status is status:
-            items.append(objective)
-    return Page(items=items, next_cursor=None)
+    now = clock()
+    return _page_by_status(
+        session.exec(
+            query.where(col(Objective.id) > decode_cursor(cursor)).order_by(col(Objective.id))
+        ),
+        size,
+        lambda o: objectives_progress(session, ws, [o], now)[0].status is status,
+    )
 
 
 @router.post("/objectives", response_model=ObjectivePublic, status_code=201, tags=["objectives"])
@@ -247,17 +261,14 @@ def list_key_results(
     if status is None:
         rows, nxt = service.page_of(session, query, KeyResult, size, decode_cursor(cursor))
         return Page(items=rows, next_cursor=nxt)
-    items: list[KeyResult] = []
-    candidates = session.exec(
-        query.where(col(KeyResult.id) > decode_cursor(cursor)).order_by(col(KeyResult.id))
+    now = clock()
+    return _page_by_status(
+        session.exec(
+            query.where(col(KeyResult.id) > decode_cursor(cursor)).order_by(col(KeyResult.id))
+        ),
+        size,
+        lambda kr: key_result_progress(session, ws, [kr], now)[0].status is status,
     )
-    for kr in candidates:
-        if len(items) == size:
-            return Page(items=items, next_cursor=encode_cursor(items[-1].id or 0))
-        [progress] = key_result_progress(session, ws, [kr], clock())
-        if progress.status is status:
-            items.append(kr)
-    return Page(items=items, next_cursor=None)
 
 
 @router.post("/key-results", response_model=KeyResultPublic, status_code=201, tags=["key results"])
