@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
@@ -28,8 +29,16 @@ def _json_default(value: Any) -> Any:
 
 
 def json_dumps(value: Any) -> str:
-    """JSON for columns: compact, and tolerant of Decimal and dates."""
-    return json.dumps(value, default=_json_default, separators=(",", ":"))
+    """JSON for columns: compact, and tolerant of Decimal and dates.
+
+    orjson does it about ten times faster than the standard library, which matters when a
+    sync stores every record's raw vendor fields; integers beyond 64 bits, which orjson
+    refuses, fall back to the standard library.
+    """
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=_json_default, separators=(",", ":"))
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

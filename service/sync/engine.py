@@ -131,7 +131,9 @@ _UPSERT_SQL = {name: _upsert_sql(name) for name in ("sqlite", "postgresql")}
 def _sqlite_time(moment: datetime) -> str:
     # Exactly the text SQLAlchemy's SQLite DATETIME stores (naive UTC, always microseconds),
     # so values written here compare and read back like those written through the ORM.
-    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    text = moment.isoformat(" ")[:-6]  # drop "+00:00"
     return text if len(text) > 19 else text + ".000000"
 
 
