@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel
 
 from service.errors import InvalidError
+from service.settings import Settings
+
+#: The `limit` and `cursor` query parameters every list endpoint takes.
+Limit = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+
+
+def page_size(settings: Settings, limit: int | None) -> int:
+    """The page size to serve: `limit`, or the default, never above the server's maximum."""
+    return min(limit or settings.page_limit_default, settings.page_limit_max)
+
 
 T = TypeVar("T")
 

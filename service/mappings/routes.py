@@ -26,7 +26,7 @@ from service.mappings.models import (
 from service.mappings.spec import EXAMPLES, UNION_TAGS
 from service.okr.models import KeyResult
 from service.okr.service import get_owned, page_of
-from service.pagination import Page, decode_cursor
+from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
 
 
 def clean_location(loc: tuple[Any, ...] | list[Any], error_type: str) -> list[Any]:
@@ -69,8 +69,6 @@ class SpecRoute(APIRoute):
 
 router = APIRouter(tags=["mappings"], route_class=SpecRoute)
 
-Limit = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 _CREATE_EXAMPLES = {
     name: {"summary": ex["summary"], "value": {"key_result_id": 1, "spec": ex["value"]}}
@@ -89,10 +87,6 @@ _PREVIEW_EXAMPLES = {
 }
 
 
-def _size(settings: SettingsDep, limit: int | None) -> int:
-    return min(limit or settings.page_limit_default, settings.page_limit_max)
-
-
 @router.get("/mappings", response_model=Page[MappingPublic])
 def list_mappings(
     session: SessionDep,
@@ -106,7 +100,7 @@ def list_mappings(
     query = select(Mapping).where(Mapping.workspace_id == ws.id)
     if key_result_id is not None:
         query = query.where(Mapping.key_result_id == key_result_id)
-    rows, nxt = page_of(session, query, Mapping, _size(settings, limit), decode_cursor(cursor))
+    rows, nxt = page_of(session, query, Mapping, page_size(settings, limit), decode_cursor(cursor))
     return Page(items=[service.mapping_public(session, m) for m in rows], next_cursor=nxt)
 
 
@@ -198,5 +192,5 @@ def explain_key_result(
     """Explain a key result's value: spec, windows, counts, sources and the records counted."""
     kr = get_owned(session, KeyResult, ws, key_result_id)
     return service.explain(
-        session, ws, kr, clock(), part=part, limit=_size(settings, limit), cursor=cursor
+        session, ws, kr, clock(), part=part, limit=page_size(settings, limit), cursor=cursor
     )

@@ -37,15 +37,13 @@ from service.okr.models import (
     TeamPublic,
     TeamUpdate,
 )
-from service.pagination import Page, decode_cursor, encode_cursor
+from service.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor, page_size
 from service.progress.maths import Status
 from service.progress.service import key_result_progress, objectives_progress
 
 router = APIRouter()
 R = TypeVar("R", Objective, KeyResult)
 
-Limit = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
-Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 IdFilter = Annotated[int | None, Query(ge=1, le=service.MAX_ID)]
 
 
@@ -64,10 +62,6 @@ def _page_by_status(candidates: Iterable[R], size: int, matches: Callable[[R], b
     return Page(items=items, next_cursor=None)
 
 
-def _size(settings: SettingsDep, limit: int | None) -> int:
-    return min(limit or settings.page_limit_default, settings.page_limit_max)
-
-
 # ---------------------------------------------------------------------------- teams
 
 
@@ -81,7 +75,9 @@ def list_teams(
 ) -> Page[Any]:
     """List the workspace's teams."""
     query = select(Team).where(Team.workspace_id == ws.id)
-    rows, nxt = service.page_of(session, query, Team, _size(settings, limit), decode_cursor(cursor))
+    rows, nxt = service.page_of(
+        session, query, Team, page_size(settings, limit), decode_cursor(cursor)
+    )
     return Page(items=rows, next_cursor=nxt)
 
 
@@ -128,7 +124,7 @@ def list_periods(
     """List the workspace's periods."""
     query = select(Period).where(Period.workspace_id == ws.id)
     rows, nxt = service.page_of(
-        session, query, Period, _size(settings, limit), decode_cursor(cursor)
+        session, query, Period, page_size(settings, limit), decode_cursor(cursor)
     )
     return Page(items=rows, next_cursor=nxt)
 
@@ -185,7 +181,7 @@ def list_objectives(
         query = query.where(Objective.period_id == service.find_period(session, ws, period).id)
     if team is not None:
         query = query.where(Objective.team_id == team)
-    size = _size(settings, limit)
+    size = page_size(settings, limit)
     if status is None:
         rows, nxt = service.page_of(session, query, Objective, size, decode_cursor(cursor))
         return Page(items=rows, next_cursor=nxt)
@@ -257,7 +253,7 @@ def list_key_results(
             query = query.where(Objective.period_id == service.find_period(session, ws, period).id)
         if team is not None:
             query = query.where(Objective.team_id == team)
-    size = _size(settings, limit)
+    size = page_size(settings, limit)
     if status is None:
         rows, nxt = service.page_of(session, query, KeyResult, size, decode_cursor(cursor))
         return Page(items=rows, next_cursor=nxt)
@@ -342,7 +338,7 @@ def key_result_history(
     service.get_owned(session, KeyResult, ws, key_result_id)
     query = select(KeyResultValue).where(KeyResultValue.key_result_id == key_result_id)
     rows, nxt = service.page_of(
-        session, query, KeyResultValue, _size(settings, limit), decode_cursor(cursor)
+        session, query, KeyResultValue, page_size(settings, limit), decode_cursor(cursor)
     )
     return Page(items=rows, next_cursor=nxt)
 
@@ -373,7 +369,7 @@ def list_initiatives(
             )
         )
     rows, nxt = service.page_of(
-        session, query, Initiative, _size(settings, limit), decode_cursor(cursor)
+        session, query, Initiative, page_size(settings, limit), decode_cursor(cursor)
     )
     return Page(items=[service.initiative_public(session, r) for r in rows], next_cursor=nxt)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from sqlmodel import col, select
 
 from connectors.errors import ConnectorError
 from service.deps import ClockDep, CurrentWorkspace, SessionDep, SettingsDep
 from service.okr.service import get_owned, page_of
-from service.pagination import Page, decode_cursor
+from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
 from service.sync import secrets as secret_store
 from service.sync import service
 from service.sync.engine import SyncEngine, runtime_for
@@ -39,11 +39,11 @@ def list_connectors(
     ws: CurrentWorkspace,
     settings: SettingsDep,
     clock: ClockDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
-    cursor: str | None = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
 ) -> Page[ConnectorPublic]:
     """List the workspace's connectors (secrets are never returned)."""
-    size = min(limit or settings.page_limit_default, settings.page_limit_max)
+    size = page_size(settings, limit)
     query = select(Connector).where(Connector.workspace_id == ws.id)
     rows, nxt = page_of(session, query, Connector, size, decode_cursor(cursor))
     now = clock()
@@ -128,12 +128,12 @@ def list_runs(
     ws: CurrentWorkspace,
     settings: SettingsDep,
     connector_id: int,
-    limit: Annotated[int | None, Query(ge=1)] = None,
-    cursor: str | None = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
 ) -> Page[Any]:
     """The connector's sync runs, oldest first."""
     get_owned(session, Connector, ws, connector_id)
-    size = min(limit or settings.page_limit_default, settings.page_limit_max)
+    size = page_size(settings, limit)
     query = select(SyncRun).where(col(SyncRun.connector_id) == connector_id)
     rows, nxt = page_of(session, query, SyncRun, size, decode_cursor(cursor))
     return Page(items=rows, next_cursor=nxt)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from service.deps import SessionDep, SettingsDep
 from service.errors import ConflictError, InvalidError, NotFoundError
 from service.okr.service import page_of
-from service.pagination import Page, decode_cursor
+from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
 from service.workspaces.models import (
     Workspace,
     WorkspaceCreate,
@@ -35,11 +33,11 @@ def _get(session: SessionDep, slug: str) -> Workspace:
 def list_workspaces(
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
-    cursor: str | None = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
 ) -> Page[WorkspacePublic]:
     """List workspaces."""
-    size = min(limit or settings.page_limit_default, settings.page_limit_max)
+    size = page_size(settings, limit)
     rows, nxt = page_of(session, select(Workspace), Workspace, size, decode_cursor(cursor))
     return Page(items=[WorkspacePublic.model_validate(r) for r in rows], next_cursor=nxt)
 
