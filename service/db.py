@@ -14,7 +14,10 @@ import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
+
+from service.errors import ConflictError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -73,6 +76,18 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent)."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def flush_or_conflict(session: Session, detail: str, field: str) -> None:
+    """Flush; a unique-constraint violation rolls back and becomes a 409 naming `field`.
+
+    `detail` is worded by the caller before the flush (a rollback expires the objects).
+    """
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(detail, field=field) from None
 
 
 @contextmanager

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select as sa_select
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from connectors.base import Connector as VendorConnector
 from connectors.base import RecordKind
+from service.db import flush_or_conflict
 from service.errors import ConflictError, InvalidError
 from service.mappings import evaluate as ev
 from service.mappings.models import (
@@ -247,16 +247,12 @@ def _set_sources(session: Session, mapping: Mapping, the_plan: ev.Plan) -> None:
 
 
 def _flush_or_conflict(session: Session, kr: KeyResult) -> None:
-    kr_id = kr.id  # read before a rollback expires it
-    try:
-        session.flush()
-    except IntegrityError:
-        # Another request bound this key result (or versioned its mapping) meanwhile.
-        session.rollback()
-        raise ConflictError(
-            f"key result {kr_id} was bound concurrently; read its mapping and retry",
-            field="key_result_id",
-        ) from None
+    # A conflict: another request bound this key result (or versioned its mapping) meanwhile.
+    flush_or_conflict(
+        session,
+        f"key result {kr.id} was bound concurrently; read its mapping and retry",
+        "key_result_id",
+    )
 
 
 def _snapshot(session: Session, mapping: Mapping, now: datetime) -> None:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import BigInteger, func
 from sqlmodel import Session, SQLModel, col, select
 
+from service.db import flush_or_conflict
 from service.errors import ConflictError, InvalidError, NotFoundError
 from service.okr.models import (
     CheckInCreate,
@@ -102,13 +103,7 @@ def _apply(row: SQLModel, changes: dict[str, Any]) -> None:
 
 
 def _flush_unique(session: Session, what: str, field: str) -> None:
-    from sqlalchemy.exc import IntegrityError
-
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise ConflictError(f"a {what} with this {field} already exists", field=field) from None
+    flush_or_conflict(session, f"a {what} with this {field} already exists", field)
 
 
 # ---------------------------------------------------------------------------- teams

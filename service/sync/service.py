@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from connectors.base import Connector as VendorConnector
 from connectors.base import ConnectorConfig, ConnectorSecrets, RecordKind, Runtime
 from connectors.registry import connector_types
-from service.errors import ConflictError, InvalidError
+from service.db import flush_or_conflict
+from service.errors import InvalidError
 from service.okr.service import wid
 from service.sync import secrets as secret_store
 from service.sync.models import Connector, ConnectorCreate, ConnectorPublic, ConnectorUpdate
@@ -128,11 +128,7 @@ def public(row: Connector, now: datetime) -> ConnectorPublic:
 
 
 def _flush(session: Session, name: str) -> None:
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise ConflictError(f"a connector named {name!r} already exists", field="name") from None
+    flush_or_conflict(session, f"a connector named {name!r} already exists", "name")
 
 
 def create_connector(session: Session, ws: Workspace, data: ConnectorCreate) -> Connector:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from service.db import flush_or_conflict
 from service.deps import SessionDep, SettingsDep
-from service.errors import ConflictError, InvalidError, NotFoundError
+from service.errors import InvalidError, NotFoundError
 from service.okr.service import page_of
 from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
 from service.workspaces.models import (
@@ -47,11 +47,8 @@ def create_workspace(session: SessionDep, data: WorkspaceCreate) -> Workspace:
     """Create a workspace (one company, isolated from the others)."""
     workspace = Workspace(**data.model_dump())
     session.add(workspace)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise ConflictError(f"workspace {data.slug!r} already exists", field="slug") from None
+    flush_or_conflict(session, f"workspace {data.slug!r} already exists", "slug")
+    session.commit()
     return workspace
 
 
