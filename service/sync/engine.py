@@ -556,7 +556,8 @@ class SyncEngine:
                 session.commit()
                 report.counts.add(counts)
                 report.pages += 1
-                if report.pages == 1 or report.pages % 100 == 0:
+                # From the second page on: a one-page incremental window never pays for it.
+                if report.pages == 2 or report.pages % 100 == 0:
                     refresh_planner_statistics(session)
                 if self.after_commit is not None:
                     self.after_commit(kind.value, report.pages)
