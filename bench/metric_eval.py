@@ -122,11 +122,19 @@ def prepare(engine: Engine, rows: list[dict[str, Any]], total: int) -> None:
     tenants = [(ws_id, connector_id)]
     with db.session_scope(engine) as session:
         for n in range(1, -(-total // len(rows))):
-            other = Workspace(slug=f"client-{n}", name=f"Client {n}", timezone="Europe/Paris")
+            other = Workspace(
+                slug=f"client-{n}", name=f"Client {n}", timezone="Europe/Paris", created_at=NOW
+            )
             session.add(other)
             session.flush()
             assert other.id is not None
-            row = Connector(workspace_id=other.id, name="CRM", type="demo", config={"seed": n})
+            row = Connector(
+                workspace_id=other.id,
+                name="CRM",
+                type="demo",
+                config={"seed": n},
+                created_at=NOW,
+            )
             session.add(row)
             session.flush()
             assert row.id is not None

@@ -128,7 +128,7 @@ def scenario_e2e(info: dict[str, Any], database_url: str, touch_after: bool) -> 
     engine = db.make_engine(database_url)
     db.upgrade(engine)
     with Session(engine) as session:
-        ws = Workspace(slug="bench", name="Bench")
+        ws = Workspace(slug="bench", name="Bench", created_at=datetime.now(UTC))
         session.add(ws)
         session.flush()
         assert ws.id is not None
@@ -141,6 +141,7 @@ def scenario_e2e(info: dict[str, Any], database_url: str, touch_after: bool) -> 
             secrets={k: info[k] for k in ("client_id", "client_secret", "username", "password")}
             | {"security_token": info["security_token"]},
             kinds=["lead"],
+            created_at=ws.created_at,
         )
         session.add(row)
         session.commit()
@@ -159,7 +160,10 @@ def scenario_e2e(info: dict[str, Any], database_url: str, touch_after: bool) -> 
         settings,
         clock=lambda: clock_at[0],
         runtime_factory=lambda _row: Runtime(
-            retry=RetryPolicy(), timeout_seconds=120, ca_bundle=info["ca_bundle"]
+            retry=RetryPolicy(),
+            timeout_seconds=120,
+            ca_bundle=info["ca_bundle"],
+            clock=lambda: clock_at[0],
         ),
     )
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -148,6 +148,15 @@ class Runtime:
     ca_bundle: str | None = None
     #: Records per page asked of the vendor, where the vendor lets us choose.
     page_size: int | None = None
+    #: The sync service's clock (time-zone aware). Connectors read "now" only through
+    #: `now()`, so a run is reproducible at any instant a test or a replay picks.
+    clock: Callable[[], datetime] | None = None
+
+    def now(self) -> datetime:
+        """The current instant, from the sync service's clock."""
+        if self.clock is None:
+            raise ConfigError("this runtime has no clock: pass Runtime(clock=...)")
+        return self.clock()
 
 
 class ConnectorConfig(BaseModel):

@@ -8,11 +8,14 @@ Retry-After, and refreshes an expired session exactly once. Nothing else retries
 
 from __future__ import annotations
 
+import email.utils
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from connectors.errors import (
@@ -23,6 +26,39 @@ from connectors.errors import (
 )
 
 T = TypeVar("T")
+
+
+def retry_after_seconds(value: str | None, date: str | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delay-seconds or an HTTP-date.
+
+    RFC 9110 §10.2.3. An HTTP-date is measured against the same response's `Date` header
+    (§6.6.1: the origin's clock), never against our own clock, so clock skew between us
+    and the vendor cannot stretch or cancel the wait. Without a usable `Date` the date form
+    gives None, and the retry policy backs off on its own. Negative waits count as 0.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        when, sent = _http_date(text), _http_date(date)
+        if when is None or sent is None:
+            return None
+        seconds = (when - sent).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass

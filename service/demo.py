@@ -7,6 +7,7 @@ from datetime import date, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from connectors.demo.dataset import PARIS
 from service.okr import service as okr
 from service.okr.models import (
     InitiativeCreate,
@@ -33,8 +34,10 @@ def load_tartempion(session: Session, now: datetime) -> Workspace | None:
     """
     if session.exec(select(Workspace).where(Workspace.slug == SLUG)).first() is not None:
         return None
-    year = now.year
-    ws = Workspace(slug=SLUG, name="Tartempion", timezone="Europe/Paris")
+    # The year of the workspace's calendar: at 00:30 on 1 January in Paris it is UTC's
+    # 31 December still, but Tartempion's new year has begun.
+    year = now.astimezone(PARIS).year
+    ws = Workspace(slug=SLUG, name="Tartempion", timezone="Europe/Paris", created_at=now)
     session.add(ws)
     try:
         session.flush()
@@ -59,7 +62,10 @@ def load_tartempion(session: Session, now: datetime) -> Workspace | None:
     assert company.id is not None
     assert sales.id is not None
     o1 = okr.create_objective(
-        session, ws, ObjectiveCreate(title="Reach €1M ARR", period_id=period.id, team_id=company.id)
+        session,
+        ws,
+        ObjectiveCreate(title="Reach €1M ARR", period_id=period.id, team_id=company.id),
+        now,
     )
     o2 = okr.create_objective(
         session,
@@ -69,6 +75,7 @@ def load_tartempion(session: Session, now: datetime) -> Workspace | None:
             period_id=period.id,
             team_id=company.id,
         ),
+        now,
     )
     assert o1.id is not None
     assert o2.id is not None
@@ -78,6 +85,7 @@ def load_tartempion(session: Session, now: datetime) -> Workspace | None:
             session,
             ws,
             KeyResultCreate(objective_id=objective_id, title=title, **kw),  # type: ignore[arg-type]
+            now,
         )
 
     kr11 = kr(o1.id, "Generate 1000 qualified leads by year end", start=0, target=1000)
@@ -127,8 +135,16 @@ def load_tartempion(session: Session, now: datetime) -> Workspace | None:
         workspace_id=wid(ws),
         name="Tartempion demo CRM",
         type="demo",
-        config={"seed": 42, "history_years": 1},
+        # Last year's data gives the ambition check a baseline and books year-end deals on
+        # 1 January; the live NPS stream, started now, moves a number every two minutes.
+        config={
+            "seed": 42,
+            "history_years": 1,
+            "live_since": now.isoformat(),
+            "live_interval_seconds": 120,
+        },
         secrets={},
+        created_at=now,
         # A short interval so the demo's numbers visibly move while you watch.
         sync_interval_seconds=60,
     )
@@ -137,7 +153,7 @@ def load_tartempion(session: Session, now: datetime) -> Workspace | None:
     assert demo.id is not None
     from service.mappings.demo import bind_tartempion
 
-    bind_tartempion(session, ws, demo.id)
+    bind_tartempion(session, ws, demo.id, now)
     session.flush()
     return ws
 

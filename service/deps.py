@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from service.clock import Clock, utc_now
+from service.clock import Clock
 from service.errors import NotFoundError
 from service.settings import Settings, get_settings
 from service.workspaces.models import Workspace
@@ -35,9 +35,10 @@ def get_session(engine: EngineDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_clock() -> Clock:
-    """The clock; tests override this dependency to freeze time."""
-    return utc_now
+def get_clock(request: Request) -> Clock:
+    """The clock the app was built with (`create_app(clock=...)`)."""
+    clock: Clock = request.app.state.clock
+    return clock
 
 
 ClockDep = Annotated[Clock, Depends(get_clock)]

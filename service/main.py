@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from service import db
-from service.clock import Clock, utc_now
+from service.clock import Clock, in_utc, utc_now
 from service.errors import install_error_handlers, problem
 from service.mappings.routes import router as mappings_router
 from service.okr.routes import router as okr_router
@@ -53,17 +53,22 @@ def create_app(
     engine: Engine | None = None,
     *,
     run_startup: bool = True,
-    sync_clock: Clock = utc_now,
+    clock: Clock = utc_now,
 ) -> FastAPI:
-    """Build the app. Tests pass their own settings and engine."""
+    """Build the app. Tests pass their own settings, engine and clock.
+
+    `clock` is the one source of "now" for requests, the startup demo load and every sync
+    this process runs.
+    """
     settings = settings or get_settings()
     engine = engine or db.make_engine(settings.database_url)
-    sync_engine = SyncEngine(engine, settings, clock=sync_clock)
+    clock = in_utc(clock)
+    sync_engine = SyncEngine(engine, settings, clock=clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_startup:
-            startup(settings, engine)
+            startup(settings, engine, clock)
         scheduler = None
         if settings.role in ("all", "worker"):
             scheduler = Scheduler(sync_engine, settings.scheduler_tick_seconds)
@@ -83,6 +88,7 @@ def create_app(
     app.state.engine = engine
     app.state.settings = settings
     app.state.sync_engine = sync_engine
+    app.state.clock = clock
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
 

@@ -10,19 +10,43 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import time_machine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import URL, Engine, make_url, text
 from sqlmodel import Session
 
 from service import db
-from service.deps import get_clock
 from service.main import create_app
 from service.settings import Settings
 
 PG_URL = os.environ.get("OKR_TEST_DATABASE_URL")
 #: The moment tests freeze "now" at, unless they choose another.
 FROZEN_NOW = datetime(2026, 7, 2, 12, 0, tzinfo=UTC)
+
+
+#: Environment variable carrying `--wall-clock` to subprocesses the tests start.
+WALL_CLOCK_ENV = "OKR_TEST_WALL_CLOCK"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--wall-clock",
+        default=os.environ.get(WALL_CLOCK_ENV),
+        help="Run the suite with the wall clock moved to this ISO 8601 instant (it keeps "
+        "ticking), to prove nothing depends on today's date.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    destination = config.getoption("--wall-clock")
+    if destination:
+        moment = datetime.fromisoformat(destination)
+        if moment.tzinfo is None:
+            raise pytest.UsageError("--wall-clock needs a time zone offset")
+        time_machine.travel(moment, tick=True).start()
+        # Subprocesses (the served app) move their clock too: see tests/wallclock.py.
+        os.environ[WALL_CLOCK_ENV] = destination
 
 
 def _worker() -> str:
@@ -145,9 +169,7 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def app(database_url: str, engine: Engine, clock: FrozenClock) -> FastAPI:
-    app = create_app(make_settings(database_url), engine)
-    app.dependency_overrides[get_clock] = lambda: clock
-    return app
+    return create_app(make_settings(database_url), engine, clock=clock)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ its JSON. `ws` picks the workspace (the `X-Workspace` header); None means the de
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -11,6 +12,8 @@ from sqlmodel import SQLModel
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
+#: When rows built directly (not over HTTP) say they were created: a fixed instant.
+CREATED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 #: The list endpoints whose rows a full dump compares, in dependency order.
 LISTED = ("teams", "periods", "objectives", "key-results", "initiatives")

@@ -8,10 +8,7 @@ header, and every message is redacted anyway as a second line of defence).
 
 from __future__ import annotations
 
-import email.utils
-import math
 import ssl
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -23,6 +20,7 @@ from connectors.errors import (
     RetriableError,
     SourceDataError,
 )
+from connectors.retry import retry_after_seconds
 
 #: Delighted's documented maximum for `per_page` (https://delighted.com/docs/api).
 MAX_PER_PAGE = 100
@@ -127,7 +125,9 @@ class DelightedClient:
         if status == 429:
             raise RateLimitedError(
                 f"{where}: rate limited",
-                retry_after_seconds=parse_retry_after(response.headers.get("Retry-After")),
+                retry_after_seconds=retry_after_seconds(
+                    response.headers.get("Retry-After"), response.headers.get("Date")
+                ),
             )
         if status >= 500:
             raise RetriableError(where)
@@ -138,27 +138,3 @@ class DelightedClient:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, _REDACTED) if self._api_key else text
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date, RFC 9110).
-
-    Delighted documents delta-seconds; the date form is accepted because proxies in front
-    of it may send one. Unparseable values give None (the retry policy then backs off).
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)

@@ -13,6 +13,7 @@ by `(modified_at, source_id)` and paged with a keyset checkpoint
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -32,7 +33,7 @@ from connectors.base import (
     Runtime,
     Window,
 )
-from connectors.demo.dataset import Dataset, Timeline, Version, generate
+from connectors.demo.dataset import PARIS, Dataset, Timeline, Version, generate, live_answer
 from connectors.errors import AuthError, ConfigError
 
 DEFAULT_PAGE_SIZE = 500
@@ -67,8 +68,14 @@ class DemoConfig(ConnectorConfig):
     #: Earlier years to generate too, each 30% smaller than the next (a growing company),
     #: so that "the same metric last year" (the ambition check) has something to compare.
     history_years: int = Field(default=0, ge=0, le=5)
-    #: Fixed "now" (ISO 8601; naive means UTC); default: the wall clock at read time.
+    #: Fixed "now" (ISO 8601; naive means UTC); default: the sync service's clock.
     now: datetime | None = None
+    #: Start of the live in-app NPS stream (ISO 8601; naive means UTC): from then on, a
+    #: new customer answers every `live_interval_seconds`, at any hour, so the demo's
+    #: numbers move while you watch. None: no live stream (the dataset only).
+    live_since: datetime | None = None
+    #: Seconds between two answers of the live stream.
+    live_interval_seconds: int = Field(default=120, ge=10, le=86_400)
     #: Floor every yielded created_at/modified_at to this many seconds (counted from the
     #: start of the year), to rehearse sources whose clocks are coarse; 1 = as generated.
     timestamp_resolution_seconds: int = Field(default=1, ge=1)
@@ -76,7 +83,7 @@ class DemoConfig(ConnectorConfig):
     #: show the failure path in a demo or a test. The dataset itself needs no credentials.
     reject_credentials: bool = False
 
-    @field_validator("now")
+    @field_validator("now", "live_since")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
@@ -167,12 +174,15 @@ class DemoConnector(Connector):
         after = _parse_checkpoint(resume)
         now = self._now()
         year = self._year(now)
-        entries = []
+        # (modified second, timeline, version, its dataset: None for live answers)
+        entries: list[tuple[int, Timeline, Version, Dataset | None]] = []
         for back in range(self._config.history_years, -1, -1):
             # Ids embed the year, so the years never collide.
             year_size = max(10, round(self._config.size * 0.7**back))
             dataset = generate(self._config.seed + back, year_size, year - back)
             entries += [(*e, dataset) for e in self._as_of(dataset, kind, int(now.timestamp()))]
+        if kind is RecordKind.survey_response:
+            entries += [(*e, None) for e in self._live_answers(window, int(now.timestamp()))]
         entries.sort(key=lambda e: (e[0], e[1].source_id))
         # Keys are (unix seconds, id); window bounds and checkpoints compare as floats, so
         # sub-second bounds cut exactly between whole-second stamps.
@@ -189,7 +199,14 @@ class DemoConnector(Connector):
         for start in range(begin, end, size):
             # Records are only built for what is yielded: incremental reads stay cheap.
             chunk = [
-                _record(timeline, version, at, _coarse(timeline.created_at, dataset, resolution))
+                _record(
+                    timeline,
+                    version,
+                    at,
+                    timeline.created_at
+                    if dataset is None
+                    else _coarse(timeline.created_at, dataset, resolution),
+                )
                 for at, timeline, version, dataset in entries[start : min(start + size, end)]
             ]
             last = chunk[-1]
@@ -204,10 +221,30 @@ class DemoConnector(Connector):
 
     def _now(self) -> datetime:
         # Whole seconds: the dataset's clock ticks in seconds.
-        return (self._config.now or datetime.now(UTC)).replace(microsecond=0)
+        return (self._config.now or self.runtime.now()).replace(microsecond=0)
 
     def _year(self, now: datetime) -> int:
-        return self._config.year or now.year
+        # Tartempion's year is the Paris calendar's: 00:30 on 1 January in Paris is already
+        # the new year, although UTC still says 31 December.
+        return self._config.year or now.astimezone(PARIS).year
+
+    def _live_answers(self, window: Window, now: int) -> list[tuple[int, Timeline, Version]]:
+        """The live stream's answers given up to `now` inside `window` (never edited, so
+        only the window's own answers are built: a long-running demo stays cheap)."""
+        since = self._config.live_since
+        if since is None:
+            return []
+        interval = self._config.live_interval_seconds
+        first = int(since.timestamp())
+        lowest = max(0, math.ceil((window.start.timestamp() - first) / interval))
+        last_at = min(float(now), math.ceil(window.end.timestamp()) - 1)
+        if last_at < first:
+            return []
+        answers = []
+        for index in range(lowest, int((last_at - first) // interval) + 1):
+            timeline = live_answer(self._config.seed, first + index * interval, index)
+            answers.append((timeline.created_at, timeline, timeline.versions[0]))
+        return answers
 
     def _as_of(
         self, dataset: Dataset, kind: RecordKind, now: int

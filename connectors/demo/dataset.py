@@ -61,6 +61,8 @@ OPEN_STAGES = (
     ("Proposal/Price Quote", 75, "Best Case"),
     ("Negotiation/Review", 90, "Commit"),
 )
+#: (month, day) from which a decided deal is booked on 1 January of the next year.
+YEAR_END_BOOKED_NEXT_YEAR_FROM = (12, 15)
 NEW_CUSTOMER = "New Customer"
 EXISTING_CUSTOMER = "Existing Customer"
 #: Lead source of expansion deals, which do not come from a marketing lead.
@@ -178,6 +180,47 @@ def generate(seed: int, size: int, year: int) -> Dataset:
     return _Generator(seed, size, year).run()
 
 
+@functools.lru_cache(maxsize=65_536)
+def live_answer(seed: int, at: int, index: int) -> Timeline:
+    """Answer `index` of the live in-app NPS stream, given by a new customer at `at`.
+
+    Scores come from decks of 100 cards with the new-customer proportions (one shuffled
+    deck per 100 answers), so the stream keeps the dataset's NPS of about 77. The id is
+    the answer's unix second, which no two answers of a stream share.
+    """
+    deck_rng = random.Random(f"tartempion-live:{seed}:{index // 100}")
+    cards = [score for score, count in NEW_CUSTOMER_SCORES.items() for _ in range(count)]
+    deck_rng.shuffle(cards)
+    rng = random.Random(f"tartempion-live:{seed}:answer:{index}")
+    company = f"{rng.choice(COMPANY_HEADS)} {rng.choice(COMPANY_TAILS)}"
+    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+    answer_id = f"live-{at}"
+    raw = {
+        "id": answer_id,
+        "person": {
+            "id": f"live-person-{at}",
+            "email": f"{_slug(first)}.{_slug(last)}.{at}@{_slug(company)}.example",
+            "name": f"{first} {last}",
+            "created_at": at,
+        },
+        "survey_type": "nps",
+        "score": cards[index % 100],
+        "comment": None,
+        "permalink": f"https://demo.okr-sync.example/r/{answer_id}",
+        "created_at": at,
+        "updated_at": at,
+        "person_properties": {
+            "Customer Type": NEW_CUSTOMER,
+            "Company": company,
+            "Country": rng.choice(COUNTRIES),
+        },
+        "notes": [],
+        "tags": [],
+        "additional_answers": [],
+    }
+    return Timeline(RecordKind.survey_response, answer_id, (Version(at, raw),))
+
+
 def salesforce_time(at: int) -> str:
     """A unix second in Salesforce's REST datetime format."""
     # isoformat + slicing: strftime was the generator's single biggest cost.
@@ -198,6 +241,20 @@ def _salesforce_stamp(at: int) -> dict[str, Any]:
 
 def _delighted_stamp(at: int) -> dict[str, Any]:
     return {"updated_at": at}
+
+
+def _close_date(at: int) -> date:
+    """The CloseDate a deal decided at unix second `at` is booked with.
+
+    Deals decided in the last fortnight of December are booked on 1 January, when their
+    contract starts (a common Salesforce practice for year-end signatures). It also gives
+    every year closed deals from its first minute, so the demo's conversion and referral
+    ratios have a denominator on 1 January.
+    """
+    day = datetime.fromtimestamp(at, PARIS).date()
+    if (day.month, day.day) >= YEAR_END_BOOKED_NEXT_YEAR_FROM:
+        return date(day.year + 1, 1, 1)
+    return day
 
 
 @dataclass
@@ -351,6 +408,7 @@ class _Generator:
                 if self.responds_deck.draw():
                     at = self._later(customer.won_at, 20, 60)
                     self._survey(at, NEW_CUSTOMER, customer.account, customer.country)
+        self._book_one_won_deal_next_year()
         return Dataset(
             seed=self.seed,
             size=self.size,
@@ -363,6 +421,38 @@ class _Generator:
                 RecordKind.survey_response: tuple(sorted(self.surveys, key=lambda t: t.source_id)),
             },
         )
+
+    def _book_one_won_deal_next_year(self) -> None:
+        """Make sure the next year opens with a won new-customer deal booked on 1 January.
+
+        Year-end deals are booked on 1 January already (`_close_date`); when none of them is
+        a won new-customer deal, the year's last one is booked there too (its contract
+        starts then). So the next year's conversion and referral ratios have a denominator
+        from their first minute, for every seed and year.
+        """
+        next_year = date(self.year + 1, 1, 1).isoformat()
+        best: tuple[int, int, int] | None = None  # (decided at, opportunity index, version)
+        for index, timeline in enumerate(self.opportunities):
+            final = timeline.versions[-1]
+            if final.deleted or not final.raw["IsWon"] or final.raw["Type"] != NEW_CUSTOMER:
+                continue
+            if final.raw["CloseDate"] == next_year:
+                return
+            decided = next(i for i, v in enumerate(timeline.versions) if v.raw["IsClosed"])
+            at = timeline.versions[decided].at
+            if datetime.fromtimestamp(at, PARIS).year == self.year and (
+                best is None or at > best[0]
+            ):
+                best = (at, index, decided)
+        if best is None:
+            return
+        _, index, decided = best
+        timeline = self.opportunities[index]
+        versions = [
+            v if i < decided else Version(v.at, {**v.raw, "CloseDate": next_year}, v.deleted)
+            for i, v in enumerate(timeline.versions)
+        ]
+        self.opportunities[index] = Timeline(timeline.kind, timeline.source_id, tuple(versions))
 
     def _lead(self, at: int) -> None:
         rng = self.rng
@@ -504,7 +594,7 @@ class _Generator:
                 "ForecastCategoryName": "Closed" if won else "Omitted",
                 "IsClosed": True,
                 "IsWon": won,
-                "CloseDate": datetime.fromtimestamp(closed, PARIS).date().isoformat(),
+                "CloseDate": _close_date(closed).isoformat(),
             },
         )
         if self.opp_deleted_deck.draw():

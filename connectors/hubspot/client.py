@@ -10,10 +10,8 @@ switched off and the caller wraps each call in the run's `RetryPolicy`.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import urllib3
@@ -31,6 +29,7 @@ from connectors.errors import (
     RetriableError,
     SourceDataError,
 )
+from connectors.retry import retry_after_seconds
 
 _API_EXCEPTIONS = (ObjectsApiException, PipelinesApiException)
 #: Longest vendor message quoted in an error (they can echo whole request bodies).
@@ -217,7 +216,7 @@ class HubSpotClient:
                 used=used,
                 limit=limit,
             )
-        delay = _retry_after_seconds(headers.get("retry-after"))
+        delay = retry_after_seconds(headers.get("retry-after"), headers.get("date"))
         if delay is None:
             # No Retry-After: wait one whole rolling window of the policy that was hit.
             interval_ms = _int_or_none(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
@@ -239,18 +238,3 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as delay-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())

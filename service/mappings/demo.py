@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, select
 
-from service.clock import utc_now
 from service.mappings.service import bind
 from service.mappings.spec import parse_spec
 from service.okr.models import KeyResult
@@ -88,9 +88,8 @@ def tartempion_specs(connector_id: int) -> dict[str, dict[str, Any]]:
     }
 
 
-def bind_tartempion(session: Session, ws: Workspace, connector_id: int) -> None:
+def bind_tartempion(session: Session, ws: Workspace, connector_id: int, now: datetime) -> None:
     """Bind the five Tartempion key results of `ws` to the demo connector and evaluate them."""
-    now = utc_now()
     krs = {
         kr.title: kr
         for kr in session.exec(select(KeyResult).where(KeyResult.workspace_id == ws.id))

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from service.clock import utc_now
 from service.db_types import UTCDateTime
 from service.mappings.spec import MetricSpec
 from service.okr.models import workspace_fk
@@ -31,8 +30,8 @@ class Mapping(SQLModel, table=True):
     )
     version: int = 1
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
     #: The same spec over the previous equivalent window (the ambition check).
     baseline: float | None = None
     baseline_start: date | None = None
@@ -50,7 +49,7 @@ class MappingVersion(SQLModel, table=True):
     )
     version: int
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class MappingSource(SQLModel, table=True):

@@ -13,7 +13,6 @@ from pydantic import FiniteFloat, ValidationInfo, field_validator
 from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from service.clock import utc_now
 from service.db_types import UTCDateTime
 from service.workspaces.models import Text
 
@@ -155,7 +154,7 @@ class Objective(ObjectiveBase, table=True):
     parent_id: int | None = Field(
         default=None, sa_column=_fk("objective.id", nullable=True, cascade=False)
     )
-    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class ObjectiveCreate(ObjectiveBase):
@@ -249,7 +248,7 @@ class KeyResult(KeyResultBase, table=True):
     value_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     #: Extra facts about the value (e.g. NPS `responses`), served with progress.
     value_details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 def _upper(value: object) -> object:

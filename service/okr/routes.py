@@ -171,14 +171,19 @@ def list_objectives(
     clock: ClockDep,
     limit: Limit = None,
     cursor: Cursor = None,
-    period: Annotated[str | None, Query(description="Period id or name.")] = None,
+    period: Annotated[
+        str | None,
+        Query(description="Period name, id, or `current` (the period containing today)."),
+    ] = None,
     team: IdFilter = None,
     status: Status | None = None,
 ) -> Page[Any]:
     """List objectives, filtered by period, team or progress status."""
     query = select(Objective).where(Objective.workspace_id == ws.id)
     if period is not None:
-        query = query.where(Objective.period_id == service.find_period(session, ws, period).id)
+        query = query.where(
+            Objective.period_id == service.find_period(session, ws, period, clock()).id
+        )
     if team is not None:
         query = query.where(Objective.team_id == team)
     size = page_size(settings, limit)
@@ -196,9 +201,11 @@ def list_objectives(
 
 
 @router.post("/objectives", response_model=ObjectivePublic, status_code=201, tags=["objectives"])
-def create_objective(session: SessionDep, ws: CurrentWorkspace, data: ObjectiveCreate) -> Objective:
+def create_objective(
+    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, data: ObjectiveCreate
+) -> Objective:
     """Create an objective in a period, optionally aligned to a parent objective."""
-    objective = service.create_objective(session, ws, data)
+    objective = service.create_objective(session, ws, data, clock())
     session.commit()
     return objective
 
@@ -239,7 +246,10 @@ def list_key_results(
     limit: Limit = None,
     cursor: Cursor = None,
     objective: IdFilter = None,
-    period: Annotated[str | None, Query(description="Period id or name.")] = None,
+    period: Annotated[
+        str | None,
+        Query(description="Period name, id, or `current` (the period containing today)."),
+    ] = None,
     team: IdFilter = None,
     status: Status | None = None,
 ) -> Page[Any]:
@@ -250,7 +260,9 @@ def list_key_results(
     if period is not None or team is not None:
         query = query.join(Objective, col(Objective.id) == KeyResult.objective_id)
         if period is not None:
-            query = query.where(Objective.period_id == service.find_period(session, ws, period).id)
+            query = query.where(
+                Objective.period_id == service.find_period(session, ws, period, clock()).id
+            )
         if team is not None:
             query = query.where(Objective.team_id == team)
     size = page_size(settings, limit)
@@ -269,10 +281,10 @@ def list_key_results(
 
 @router.post("/key-results", response_model=KeyResultPublic, status_code=201, tags=["key results"])
 def create_key_result(
-    session: SessionDep, ws: CurrentWorkspace, data: KeyResultCreate
+    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, data: KeyResultCreate
 ) -> KeyResult:
     """Create a key result under an objective."""
-    key_result = service.create_key_result(session, ws, data)
+    key_result = service.create_key_result(session, ws, data, clock())
     session.commit()
     return key_result
 

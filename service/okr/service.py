@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, func
 from sqlmodel import Session, SQLModel, col, select
@@ -188,8 +189,16 @@ def delete_period(session: Session, period: Period) -> None:
     session.flush()
 
 
-def find_period(session: Session, ws: Workspace, ref: str) -> Period:
-    """A period by id or by name (`2026`, `2026-Q1`)."""
+#: The period reference meaning "the one that contains today".
+CURRENT_PERIOD = "current"
+
+
+def find_period(session: Session, ws: Workspace, ref: str, now: datetime) -> Period:
+    """A period by name (`2026`, `2026-Q1`), by id, or `current`.
+
+    `current` is the longest period containing today in the workspace's time zone (the
+    year rather than its quarter), so a link or a script written once works every year.
+    """
     if "\x00" in ref:  # no name holds NUL, and PostgreSQL refuses to compare with it
         raise NotFoundError("period", repr(ref), field="period")
     query = select(Period).where(Period.workspace_id == ws.id)
@@ -197,6 +206,14 @@ def find_period(session: Session, ws: Workspace, ref: str) -> Period:
     found = session.exec(query.where(Period.name == ref)).first()
     if found is None and ref.isascii() and ref.isdigit() and 0 < int(ref) <= MAX_ID:
         found = session.exec(query.where(Period.id == int(ref))).first()
+    if found is None and ref == CURRENT_PERIOD:
+        today = now.astimezone(ZoneInfo(ws.timezone)).date()
+        containing = session.exec(query.where(Period.start <= today, Period.end > today)).all()
+        if not containing:
+            raise NotFoundError(
+                "period", f"containing {today.isoformat()} ({ws.timezone})", field="period"
+            )
+        found = min(containing, key=lambda p: (p.start - p.end, p.start, p.id))
     if found is None:
         raise NotFoundError("period", repr(ref), field="period")
     return found
@@ -221,10 +238,12 @@ def _check_objective_refs(
         current = get_owned(session, Objective, ws, current, field="parent_id").parent_id
 
 
-def create_objective(session: Session, ws: Workspace, data: ObjectiveCreate) -> Objective:
+def create_objective(
+    session: Session, ws: Workspace, data: ObjectiveCreate, now: datetime
+) -> Objective:
     values = data.model_dump()
     _check_objective_refs(session, ws, None, values)
-    objective = Objective(workspace_id=wid(ws), **values)
+    objective = Objective(workspace_id=wid(ws), created_at=now, **values)
     session.add(objective)
     session.flush()
     return objective
@@ -266,11 +285,13 @@ def _check_rules(values: dict[str, Any]) -> None:
         raise InvalidError(exc.message, field=exc.field) from None
 
 
-def create_key_result(session: Session, ws: Workspace, data: KeyResultCreate) -> KeyResult:
+def create_key_result(
+    session: Session, ws: Workspace, data: KeyResultCreate, now: datetime
+) -> KeyResult:
     values = data.model_dump()
     get_owned(session, Objective, ws, data.objective_id, field="objective_id")
     _check_rules(values)
-    key_result = KeyResult(workspace_id=wid(ws), **values)
+    key_result = KeyResult(workspace_id=wid(ws), created_at=now, **values)
     session.add(key_result)
     session.flush()
     return key_result

@@ -56,11 +56,17 @@ def read_period_progress(
     session: SessionDep,
     ws: CurrentWorkspace,
     clock: ClockDep,
-    period: Annotated[str, Query(description="Period id or name, e.g. 2026.")],
+    period: Annotated[
+        str,
+        Query(
+            description="Period name (e.g. 2026), id, or `current`: the longest period "
+            "containing today in the workspace's time zone (the default).",
+        ),
+    ] = "current",
     team: Annotated[int | None, Query(description="Only this team's objectives.")] = None,
 ) -> Response:
     """The whole tree of a period: objectives > key results > initiatives."""
-    found = find_period(session, ws, period)
+    found = find_period(session, ws, period, clock())
     if team is not None:
         from service.okr.models import Team
 

@@ -35,7 +35,7 @@ from sqlmodel import Session
 from connectors.base import Record, RecordKind, Runtime, Window
 from connectors.errors import ConnectorError, QuotaExceededError
 from connectors.retry import RetryPolicy
-from service.clock import Clock, utc_now
+from service.clock import Clock, in_utc, utc_now
 from service.db import json_dumps
 from service.errors import ConflictError, NotFoundError
 from service.settings import Settings
@@ -302,8 +302,8 @@ def prefetched(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
         thread.join()
 
 
-def runtime_for(connector: Connector, settings: Settings) -> Runtime:
-    """Retry, throttle, budget and TLS settings for one run of `connector`."""
+def runtime_for(connector: Connector, settings: Settings, clock: Clock) -> Runtime:
+    """Retry, throttle, budget, TLS settings and the clock for one run of `connector`."""
     cls = connector_class(connector.type)
     rate: tuple[int, float] | None = getattr(cls, "default_rate", None)
     config = cls.config_model.model_validate(connector.config)
@@ -318,6 +318,7 @@ def runtime_for(connector: Connector, settings: Settings) -> Runtime:
         retry=policy,
         timeout_seconds=settings.connector_timeout_seconds,
         ca_bundle=settings.connector_ca_bundle,
+        clock=clock,
     )
 
 
@@ -334,9 +335,9 @@ class SyncEngine:
     ) -> None:
         self.engine = engine
         self.settings = settings
-        self.clock = clock
+        self.clock = in_utc(clock)
         self.worker_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
-        self.runtime_factory = runtime_factory or (lambda c: runtime_for(c, settings))
+        self.runtime_factory = runtime_factory or (lambda c: runtime_for(c, settings, self.clock))
         #: Test hook: called after each committed page with (kind, page number).
         self.after_commit = after_commit
 
@@ -531,7 +532,7 @@ class SyncEngine:
         with Session(self.engine, expire_on_commit=False) as session:
             state = session.get(SyncState, (row.id, kind.value))
             if state is None:
-                state = SyncState(connector_id=row.id, kind=kind.value)
+                state = SyncState(connector_id=row.id, kind=kind.value, updated_at=self.clock())
                 session.add(state)
             if state.window_start is not None and state.window_end is not None:
                 # A run died inside this window: finish it from the last committed page.

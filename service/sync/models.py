@@ -20,7 +20,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from service.clock import utc_now
 from service.db_types import UTCDateTime
 from service.okr.models import workspace_fk
 from service.workspaces.models import Text
@@ -70,7 +69,7 @@ class Connector(ConnectorBase, table=True):
     #: Secrets, write-only over the API. Stored through `service.sync.secrets` so that
     #: encryption at rest plugs in there.
     secrets: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
     last_success_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_run_status: str | None = Field(default=None, max_length=16)
     #: Sync lease: one worker at a time per connector (scaled deployments).
@@ -178,7 +177,7 @@ class SyncState(SQLModel, table=True):
     resume: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     #: Last full-listing reconciliation (connectors whose vendor does not report deletes).
     reconciled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
 # ---------------------------------------------------------------------------- runs

@@ -55,9 +55,10 @@ def create_connector(
     session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, data: ConnectorCreate
 ) -> ConnectorPublic:
     """Configure a connector (Salesforce, HubSpot, Delighted or demo)."""
-    row = service.create_connector(session, ws, data)
+    now = clock()
+    row = service.create_connector(session, ws, data, now)
     session.commit()
-    return service.public(row, clock())
+    return service.public(row, now)
 
 
 @router.get("/{connector_id}", response_model=ConnectorPublic)
@@ -91,11 +92,15 @@ def delete_connector(session: SessionDep, ws: CurrentWorkspace, connector_id: in
 
 @router.post("/{connector_id}/check", response_model=CheckPublic)
 def check_connector(
-    session: SessionDep, ws: CurrentWorkspace, settings: SettingsDep, connector_id: int
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    clock: ClockDep,
+    connector_id: int,
 ) -> CheckPublic:
     """Probe the connector's credentials and configuration with one cheap call."""
     row = get_owned(session, Connector, ws, connector_id)
-    runtime = runtime_for(row, settings)
+    runtime = runtime_for(row, settings, clock)
     runtime.retry.max_attempts = min(runtime.retry.max_attempts, 2)
     vendor = service.build_connector(row, runtime)
     try:

@@ -131,7 +131,9 @@ def _flush(session: Session, name: str) -> None:
     flush_or_conflict(session, f"a connector named {name!r} already exists", "name")
 
 
-def create_connector(session: Session, ws: Workspace, data: ConnectorCreate) -> Connector:
+def create_connector(
+    session: Session, ws: Workspace, data: ConnectorCreate, now: datetime
+) -> Connector:
     """Validate and store a connector."""
     config = validated_config(data.type, data.config)
     secrets = validated_secrets(data.type, data.secrets)
@@ -145,6 +147,7 @@ def create_connector(session: Session, ws: Workspace, data: ConnectorCreate) -> 
         kinds=validated_kinds(data.type, data.kinds),
         sync_interval_seconds=data.sync_interval_seconds,
         enabled=data.enabled,
+        created_at=now,
     )
     session.add(row)
     _flush(session, data.name)

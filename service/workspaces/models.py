@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationInfo, field_validator
 from sqlmodel import Field, SQLModel
 
-from service.clock import utc_now
 from service.db_types import UTCDateTime
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -62,7 +61,7 @@ class WorkspaceBase(Text):
 class Workspace(WorkspaceBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(max_length=64, unique=True, index=True)
-    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class WorkspaceCreate(WorkspaceBase):

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlmodel import select
 
 from service.db import flush_or_conflict
-from service.deps import SessionDep, SettingsDep
+from service.deps import ClockDep, SessionDep, SettingsDep
 from service.errors import InvalidError, NotFoundError
 from service.okr.service import page_of
 from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
@@ -43,9 +43,9 @@ def list_workspaces(
 
 
 @router.post("", response_model=WorkspacePublic, status_code=201)
-def create_workspace(session: SessionDep, data: WorkspaceCreate) -> Workspace:
+def create_workspace(session: SessionDep, clock: ClockDep, data: WorkspaceCreate) -> Workspace:
     """Create a workspace (one company, isolated from the others)."""
-    workspace = Workspace(**data.model_dump())
+    workspace = Workspace(**data.model_dump(), created_at=clock())
     session.add(workspace)
     flush_or_conflict(session, f"workspace {data.slug!r} already exists", "slug")
     session.commit()

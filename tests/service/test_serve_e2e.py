@@ -4,8 +4,8 @@ demo over HTTP, then a restart that must not load the demo twice."""
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +17,22 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import WALL_CLOCK_ENV
+
 API = "/api/v1"
 DEMO = {"X-Workspace": "tartempion"}
 STARTUP_TIMEOUT_S = 120.0
+REPO = Path(__file__).resolve().parents[2]
+#: uvicorn's startup line, which carries the port the OS picked.
+LISTENING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
+NPS_TITLE = "NPS above 80 for new customers"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _command() -> list[str]:
+def _command(wall_clock: str | None) -> list[str]:
+    """`okr-sync`, under `tests.wallclock` when the wall clock is moved (the suite's
+    `--wall-clock`, or a test's own date), since a subprocess does not inherit it."""
+    if wall_clock:
+        return [sys.executable, "-m", "tests.wallclock", wall_clock]
     script = Path(sys.executable).parent / "okr-sync"
     if script.exists():
         return [str(script)]
@@ -37,30 +40,37 @@ def _command() -> list[str]:
 
 
 @contextmanager
-def serving(tmp_path: Path, database_url: str) -> Iterator[str]:
-    """Run `okr-sync serve` until it is ready; yield its base URL; stop it whatever happens."""
-    port = _free_port()
+def serving(tmp_path: Path, database_url: str, wall_clock: str | None = None) -> Iterator[str]:
+    """Run `okr-sync serve` on a port the OS picks until it is ready; yield its base URL;
+    stop it whatever happens."""
+    wall_clock = wall_clock or os.environ.get(WALL_CLOCK_ENV)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
     env["OKR_DATABASE_URL"] = database_url
-    log = tmp_path / f"serve-{port}.log"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    log = tmp_path / f"serve-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own console script
-            [*_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            # Port 0: the server binds a free port itself and logs it (no probe-then-bind
+            # race with other tests).
+            [*_command(wall_clock), "serve", "--host", "127.0.0.1", "--port", "0"],
             cwd=tmp_path,  # no stray .env from the repository
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
         try:
-            base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            base = None
             while True:
                 if process.poll() is not None:
                     pytest.fail(
                         f"okr-sync serve exited with {process.returncode}:\n{log.read_text()}"
                     )
+                if base is None:
+                    found = LISTENING.search(log.read_text())
+                    base = found.group(1) if found else None
                 try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    if base and httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
@@ -121,3 +131,25 @@ def test_given_a_fresh_install_when_served_then_the_demo_answers_and_survives_a_
         assert len(_all(client, "key-results")) == 5
         assert {r: len(_all(client, r)) for r in ("teams", "periods", "initiatives")} == before
         assert before["initiatives"] == 3
+
+
+@pytest.mark.parametrize("wall_clock", ["2027-01-03T09:00:00+01:00", "2027-07-03T09:00:00+02:00"])
+def test_given_serve_started_in_january_or_july_then_every_key_result_has_a_value_and_status(
+    tmp_path: Path, wall_clock: str
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'okr-sync.db'}"
+    with (
+        serving(tmp_path, database_url, wall_clock) as base,
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        tree = client.get(f"{API}/progress", headers=DEMO)
+        assert tree.status_code == 200, tree.text
+        assert tree.json()["period"] == wall_clock[:4]
+        krs = [k for o in tree.json()["objectives"] for k in o["key_results"]]
+        assert len(krs) == 5
+        for kr in krs:
+            if kr["value"] is None:
+                # Only NPS may wait for its first answer, and says so.
+                assert (kr["title"], kr["status"]) == (NPS_TITLE, "no_data"), kr
+            else:
+                assert kr["status"] in {"achieved", "on_track", "at_risk", "off_track"}, kr

@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.base import Record, RecordKind, Window
-from connectors.delighted.client import parse_retry_after
 from connectors.delighted.connector import DelightedConfig, DelightedConnector
 from connectors.errors import (
     AuthError,
@@ -21,6 +20,7 @@ from connectors.errors import (
     RetriableError,
     SourceDataError,
 )
+from connectors.retry import retry_after_seconds
 from tests.connectors.delighted.harness import (
     API_KEY,
     START_CLOCK,
@@ -358,9 +358,17 @@ def test_given_a_trailing_slash_when_configuring_then_the_base_url_is_normalised
         ("soon", None),
         (None, None),
         ("Thu, 01 Jan 2026 12:00:30 GMT", 30.0),
+        ("Thu, 01 Jan 2026 11:59:00 GMT", 0.0),
+        ("Thu, 01 Jan 2026 12:00:30", 30.0),
     ],
 )
-def test_given_a_retry_after_header_when_parsing_then_seconds_are_returned(
+def test_given_a_retry_after_header_when_parsing_then_seconds_are_counted_from_the_date_header(
     header: str | None, expected: float | None
 ) -> None:
-    assert parse_retry_after(header, now=at(START_CLOCK)) == expected
+    assert retry_after_seconds(header, "Thu, 01 Jan 2026 12:00:00 GMT") == expected
+
+
+def test_given_an_http_date_retry_after_without_a_date_header_then_no_wait_is_guessed() -> None:
+    # Our own clock is never compared with the vendor's: the retry policy backs off instead.
+    assert retry_after_seconds("Thu, 01 Jan 2026 12:00:30 GMT", None) is None
+    assert retry_after_seconds("12", None) == 12.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -242,11 +241,11 @@ def test_given_answers_slower_than_timeout_when_reading_then_retriable_after_max
     policy, delays = recording_policy(max_attempts=3)
     connector = sf.connector(Runtime(retry=policy, timeout_seconds=0.2))
 
-    started = time.monotonic()
+    # Each attempt gave up at the client's timeout (the fake answers after 1 s, 3 times):
+    # how long that takes is measured in bench/, not asserted here.
     with pytest.raises(RetriableError, match="timed out"):
         read(connector, RecordKind.lead)
 
-    assert time.monotonic() - started < 3
     assert sf.fake.requests_to("query") == 3
     assert len(delays) == 2
 
@@ -318,12 +317,15 @@ def test_given_request_budget_when_spent_mid_read_then_stops_and_resumes_from_ch
 def test_given_no_ca_bundle_when_checking_then_fails_fast_with_tls_config_error(
     sf: SalesforceHarness,
 ) -> None:
-    connector = SalesforceConnector(sf.config(), sf.secrets(), Runtime(timeout_seconds=5))
+    policy, delays = recording_policy()
+    connector = SalesforceConnector(
+        sf.config(), sf.secrets(), Runtime(retry=policy, timeout_seconds=5)
+    )
 
-    started = time.monotonic()
     with pytest.raises(ConfigError, match="TLS verification failed.*CA bundle"):
         connector.check()
-    assert time.monotonic() - started < 5
+    # Fails fast: a TLS verdict is not retried.
+    assert delays == []
 
 
 def _errors_from_every_failure(sf: SalesforceHarness) -> list[ConnectorError]:

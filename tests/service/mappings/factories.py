@@ -13,12 +13,13 @@ from sqlmodel import Session
 from service.okr.models import KeyResult, KeyResultKind, Objective, Period, Unit
 from service.sync.models import AMOUNT_SCALE, Connector, SyncedRecord
 from service.workspaces.models import Workspace
+from tests.factories import CREATED_AT
 
 _ids = itertools.count(1)
 
 
 def make_workspace(session: Session, slug: str = "acme", tz: str = "UTC") -> Workspace:
-    ws = Workspace(slug=slug, name=slug.title(), timezone=tz)
+    ws = Workspace(slug=slug, name=slug.title(), timezone=tz, created_at=CREATED_AT)
     session.add(ws)
     session.flush()
     return ws
@@ -40,7 +41,12 @@ def make_key_result(
     period = Period(workspace_id=ws.id, name=f"P{next(_ids)}", start=start, end=end)
     session.add(period)
     session.flush()
-    objective = Objective(workspace_id=ws.id, title="Objective", period_id=period.id)  # type: ignore[arg-type]
+    objective = Objective(
+        workspace_id=ws.id,  # type: ignore[arg-type]
+        title="Objective",
+        period_id=period.id,  # type: ignore[arg-type]
+        created_at=CREATED_AT,
+    )
     session.add(objective)
     session.flush()
     kr = KeyResult(
@@ -52,6 +58,7 @@ def make_key_result(
         currency=currency,
         start=start_value,
         target=target,
+        created_at=CREATED_AT,
     )
     session.add(kr)
     session.flush()
@@ -77,6 +84,7 @@ def make_connector(
         kinds=kinds,
         last_success_at=last_success_at,
         sync_interval_seconds=interval,
+        created_at=CREATED_AT,
     )
     session.add(row)
     session.flush()

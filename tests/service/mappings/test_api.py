@@ -11,10 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from service.mappings.models import Mapping, MappingSource, MappingVersion
+from service.mappings.spec import MetricSpec
 from service.okr.models import KeyResultKind, KeyResultValue, Unit
 from service.sync.models import SyncedRecord
 from tests.conftest import FROZEN_NOW
@@ -737,9 +739,23 @@ def test_given_any_json_in_a_spec_when_previewed_then_the_answer_is_200_or_a_422
     response = client.post(
         f"{API}/mappings/preview", json={"key_result_id": setup.eur_kr.id, "spec": spec}
     )
-    assert response.status_code in (200, 422), (spec, response.text)
-    if response.status_code == 422:
-        assert response.json()["field"]
+    structurally_valid = True
+    try:
+        TypeAdapter(MetricSpec).validate_python(spec)
+    except ValidationError:
+        structurally_valid = False
+    if response.status_code == 200:
+        # Only a spec the model accepts can be evaluated, and the answer is a preview.
+        assert structurally_valid, spec
+        body = response.json()
+        assert set(body) == {"value", "details", "parts", "sample"}
+        assert body["value"] is None or isinstance(body["value"], int | float)
+    else:
+        # Anything else is a 422 naming the offending place in the spec; a spec the model
+        # refuses is never evaluated.
+        assert response.status_code == 422, (spec, response.text)
+        assert response.headers["content-type"].startswith(PROBLEM)
+        assert response.json()["field"].startswith("spec"), response.json()
 
 
 def test_given_a_cursor_past_any_record_when_explained_then_the_page_is_empty(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.conftest import FrozenClock
 from tests.factories import (
     API,
     assert_problem,
@@ -61,8 +63,10 @@ def test_given_a_workspace_when_a_period_is_created_then_it_can_be_read_changed_
 
 
 def test_given_a_period_when_an_objective_is_created_then_it_can_be_read_changed_and_deleted(
-    client: TestClient,
+    client: TestClient, clock: FrozenClock
 ) -> None:
+    # created_at is the injected clock's, whatever the wall clock says.
+    clock.now = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
     make_workspace(client)
     year = make_period(client)
     q1 = make_period(client, "2026-Q1", "2026-01-01", "2026-04-01")
@@ -79,7 +83,7 @@ def test_given_a_period_when_an_objective_is_created_then_it_can_be_read_changed
     )
     assert objective["weight"] == 2.0
     assert objective["parent_id"] == top["id"]
-    assert objective["created_at"].startswith("2026-")
+    assert datetime.fromisoformat(objective["created_at"]) == clock.now
     change = {"title": "Win more deals", "period_id": q1["id"], "parent_id": None, "weight": 0.5}
     _crud(client, "objectives", objective, change)
 

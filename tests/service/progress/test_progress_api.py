@@ -264,11 +264,13 @@ def test_given_a_team_when_the_tree_is_read_for_it_then_only_its_objectives_come
     )
 
 
-def test_given_no_period_when_the_tree_is_read_then_it_is_a_422_naming_period(
+def test_given_no_period_containing_today_when_the_tree_is_read_then_a_404_names_period(
     client: TestClient,
 ) -> None:
     make_workspace(client)
-    assert_problem(client.get(f"{API}/progress"), 422, "period")
+    response = client.get(f"{API}/progress")
+    assert_problem(response, 404, "period")
+    assert "containing 2026-07-02 (UTC)" in response.json()["detail"]
 
 
 # ---------------------------------------------------------------------------- polling
@@ -330,3 +332,25 @@ def test_given_a_period_from_year_1_to_9999_when_read_in_tokyo_then_progress_sti
     assert got["expected_progress"] == pytest.approx(2025.5 / 9999, abs=1e-3)  # mid-2026
     assert got["key_results"][0]["status"] == "at_risk"  # 0.01 >= 0.2026 - 0.25
     assert _progress(client, "/progress", period="forever")["objectives"][0]["title"] == "Grow"
+
+
+def test_given_period_current_or_none_when_reading_progress_then_the_year_containing_today(
+    client: TestClient, clock: FrozenClock
+) -> None:
+    # Auckland is already in 2027 while UTC still says 31 December 2026.
+    make_workspace(client, timezone="Pacific/Auckland")
+    for name, start, end in [
+        ("2026", "2026-01-01", "2027-01-01"),
+        ("2027", "2027-01-01", "2028-01-01"),
+        ("2027-Q1", "2027-01-01", "2027-04-01"),
+    ]:
+        make_objective(client, make_period(client, name, start, end)["id"], f"Grow in {name}")
+    clock.now = datetime(2026, 12, 31, 12, 0, tzinfo=UTC)
+    for params in ({"period": "current"}, {}):
+        tree = ok(client.get(f"{API}/progress", params=params))
+        assert tree["period"] == "2027", params
+        assert [o["title"] for o in tree["objectives"]] == ["Grow in 2027"]
+    listed = ok(client.get(f"{API}/objectives", params={"period": "current"}))
+    assert [o["title"] for o in listed["items"]] == ["Grow in 2027"]
+    clock.now = datetime(2028, 6, 1, tzinfo=UTC)
+    assert_problem(client.get(f"{API}/progress"), 404, "period")

@@ -25,6 +25,7 @@ from service.sync.secrets import plain
 from service.workspaces.models import Workspace
 from tests.conftest import make_settings
 from tests.connectors.harness import SourceHarness
+from tests.factories import CREATED_AT
 from tests.harnesses import HARNESS_MODULES, open_harness
 
 
@@ -40,7 +41,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SourceHa
 
 def make_workspace(engine: Engine, slug: str = "acme") -> int:
     with Session(engine) as session:
-        ws = Workspace(slug=slug, name=slug.title())
+        ws = Workspace(slug=slug, name=slug.title(), created_at=CREATED_AT)
         session.add(ws)
         session.commit()
         assert ws.id is not None
@@ -58,6 +59,7 @@ def store_connector(engine: Engine, harness: SourceHarness, **overrides: Any) ->
             "config": vendor.config.model_dump(mode="json"),
             "secrets": plain(vendor.secrets),
             "kinds": [k.value for k in harness.kinds],
+            "created_at": CREATED_AT,
         }
         row = Connector(**(values | overrides))
         session.add(row)
@@ -91,6 +93,7 @@ def make_engine_for(
             timeout_seconds=5,
             ca_bundle=base.ca_bundle,
             page_size=base.page_size,
+            clock=harness.now,
         )
 
     settings = make_settings(database_url, sync_overlap_seconds=60, sync_reconcile_seconds=0)
@@ -344,7 +347,7 @@ def test_given_a_request_budget_when_spent_then_the_run_stops_and_the_next_one_r
     def runtime(row: Connector) -> Runtime:
         from service.sync.engine import runtime_for
 
-        budgeted = runtime_for(row, make_settings(database_url))
+        budgeted = runtime_for(row, make_settings(database_url), salesforce.now)
         budgeted.ca_bundle = salesforce.connector().runtime.ca_bundle
         return budgeted
 

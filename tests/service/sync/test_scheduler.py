@@ -19,7 +19,7 @@ NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
 def make_demo_connector(engine: Engine, *, enabled: bool = True, interval: int = 600) -> int:
     with Session(engine) as session:
-        ws = Workspace(slug="demo", name="Demo")
+        ws = Workspace(slug="demo", name="Demo", created_at=NOW)
         session.add(ws)
         session.flush()
         assert ws.id is not None
@@ -31,6 +31,7 @@ def make_demo_connector(engine: Engine, *, enabled: bool = True, interval: int =
             secrets={},
             enabled=enabled,
             sync_interval_seconds=interval,
+            created_at=NOW,
         )
         session.add(row)
         session.commit()
