@@ -29,6 +29,11 @@ class SourceHarness(Protocol):
     def mutate(self, kind: RecordKind) -> None:
         """Add, modify and delete (archive) a few records of `kind` at the source."""
 
+    def edit(self, kind: RecordKind) -> str:
+        """Change one live `kind` record's business fields at the source, stamped after
+        everything else (status, stage, amount, won/closed flags, score and raw-only fields,
+        as far as the kind has them); return its id."""
+
     def live_ids(self, kind: RecordKind) -> set[str]:
         """Ground truth: ids of `kind` records that exist (not deleted) at the source."""
 

@@ -14,6 +14,10 @@ It implements the parts the connector uses, with HubSpot's own shapes and limits
 - `GET /crm/v3/pipelines/{type}`: deal pipelines with stage metadata `isClosed` and
   `probability` (strings, as HubSpot returns them).
 - Bearer auth: a wrong token gets 401 `INVALID_AUTHENTICATION`.
+- Search index lag (`FakeHubSpot(search_lag_ms=…)`): a record created or modified at T
+  becomes searchable only once the fake's clock reaches T + lag; until then search serves
+  the version indexed before (or nothing, for a new record), as HubSpot's search index
+  lags behind writes (connectors/hubspot/BEHAVIOR.md). The list endpoint does not lag.
 - Fault injection (`FakeHubSpot.inject`): any status/body/headers, slow responses, malformed
   bodies, replayed responses and a paging cursor that does not advance.
 
@@ -28,7 +32,7 @@ import json
 import operator
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
@@ -177,6 +181,10 @@ class FakeObject:
     #: Tie-breaker for equal sort values: scrambled but stable, because HubSpot documents
     #: no tie order and a connector must not rely on one.
     tie: int = 0
+    #: When this version reaches the search index (search index lag); 0 = at once.
+    searchable_ms: int = 0
+    #: The version search serves until this one is searchable (None: not found at all).
+    indexed: FakeObject | None = None
 
     def __post_init__(self) -> None:
         self.tie = (self.id * 2_654_435_761) % 2**32
@@ -334,8 +342,11 @@ class FakeHubSpot:
         token: str = "pat-na1-11111111-2222-3333-4444-555555555555",
         *,
         results_cap: int = RESULTS_CAP,
+        search_lag_ms: int = 0,
     ) -> None:
         self.token = token
+        #: How long after a write the record becomes searchable (HubSpot's index lag).
+        self.search_lag_ms = search_lag_ms
         #: Search paging cap (HubSpot's is 10,000); tests may lower it to stay fast.
         self.results_cap = results_cap
         #: Serve at most this many records per page whatever `limit` asks (None = `limit`).
@@ -377,6 +388,7 @@ class FakeHubSpot:
                 properties=dict(properties or {}),
                 created_ms=created_ms if created_ms is not None else stamp,
                 updated_ms=stamp,
+                searchable_ms=stamp + self.search_lag_ms if self.search_lag_ms else 0,
             )
             self._next_id += 1
             self.objects[object_type][obj.id] = obj
@@ -407,8 +419,16 @@ class FakeHubSpot:
         """Change properties; the record's last-modified moves to `at_ms` (default: now+1s)."""
         with self._lock:
             obj = self.objects[object_type][object_id]
+            if self.search_lag_ms:
+                # Search keeps serving the last indexed version until this one is indexed.
+                obj.indexed = self._searchable(obj)
+                if obj.indexed is not None:
+                    obj.indexed = replace(obj.indexed, properties=dict(obj.indexed.properties))
+                    obj.indexed.indexed = None
             obj.properties.update(properties)
             obj.updated_ms = at_ms if at_ms is not None else self.tick()
+            if self.search_lag_ms:
+                obj.searchable_ms = obj.updated_ms + self.search_lag_ms
 
     def archive(self, object_type: str, object_id: int, *, at_ms: int | None = None) -> None:
         """Archive (delete) a record, as deleting it in HubSpot's UI or API does."""
@@ -445,6 +465,12 @@ class FakeHubSpot:
             return [r for r in self.requests if fragment in r.path]
 
     # ----------------------------------------------------------------- helpers
+
+    def _searchable(self, obj: FakeObject) -> FakeObject | None:
+        """The version of `obj` the search index holds now (None: not indexed yet)."""
+        if obj.searchable_ms <= self._clock_ms:
+            return obj
+        return obj.indexed
 
     def _property_types(self, object_type: str) -> dict[str, str]:
         return {**KNOWN_PROPERTIES[object_type], **self.custom_properties[object_type]}
@@ -625,7 +651,8 @@ class FakeHubSpot:
             )
         names = body.get("properties") or None
         with self._lock:
-            candidates = [o for o in self.objects[object_type].values() if o.archived_ms is None]
+            live = (o for o in self.objects[object_type].values() if o.archived_ms is None)
+            candidates = [v for o in live if (v := self._searchable(o)) is not None]
             if groups:
                 try:
                     matched: dict[int, FakeObject] = {}

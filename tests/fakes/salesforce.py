@@ -7,6 +7,11 @@ same 400 errors Salesforce would give. Faults are injected per endpoint: HTTP er
 Salesforce's `[{"message", "errorCode"}]` body, slow answers, malformed bodies, expired
 sessions, expired query cursors and an exhausted daily API quota.
 
+Late commits: `insert`/`update` with `committed=False` stand for a long transaction.
+SystemModstamp is set when the change is made, but the change becomes visible only at
+`commit_pending()`, possibly after a sync already read past that stamp (the reason syncs
+re-read an overlap behind their watermark).
+
 Speed matters (a 200,000-lead benchmark): the store keeps `(SystemModstamp, Id)` keys sorted
 so a window is found by bisection, and each record's JSON is serialised once per field list.
 """
@@ -734,6 +739,8 @@ class FakeSalesforce:
         self.tokens: set[str] = set()
         self.issued_tokens: list[str] = []
         self._cursors: dict[str, _Cursor] = {}
+        #: Changes made but not yet committed: (sObject, Id, the row once committed).
+        self._pending: list[tuple[str, str, dict[str, Any]]] = []
         self._jobs: dict[str, _BulkJob] = {}
         self._clock = int(START.timestamp())
         self._stamp_cache: tuple[int, str] = (-1, "")
@@ -779,15 +786,24 @@ class FakeSalesforce:
     def _new_id(self, sobject: str) -> str:
         return f"{PREFIXES[sobject]}5g{next(self._ids):011d}AAA"
 
-    def insert(self, sobject: str, at: datetime | None = None, **values: Any) -> str:
-        """Create a record stamped `at` (default: now); return its id."""
+    def insert(
+        self, sobject: str, at: datetime | None = None, *, committed: bool = True, **values: Any
+    ) -> str:
+        """Create a record stamped `at` (default: now); return its id.
+
+        With `committed=False` it stays invisible until `commit_pending()`.
+        """
         with self._lock:
             table = self.tables[sobject]
             unknown = set(values) - set(table.schema)
             if unknown:
                 raise KeyError(f"unknown fields {sorted(unknown)} on {sobject}")
             record_id = self._new_id(sobject)
-            table.put(record_id, self._new_row(table, record_id, self._stamp_text(at), values))
+            row = self._new_row(table, record_id, self._stamp_text(at), values)
+            if committed:
+                table.put(record_id, row)
+            else:
+                self._pending.append((sobject, record_id, row))
             return record_id
 
     def _new_row(
@@ -810,9 +826,19 @@ class FakeSalesforce:
         return row
 
     def update(
-        self, sobject: str, record_id: str, at: datetime | None = None, **values: Any
+        self,
+        sobject: str,
+        record_id: str,
+        at: datetime | None = None,
+        *,
+        committed: bool = True,
+        **values: Any,
     ) -> None:
-        """Change fields of a record and restamp it (default: now)."""
+        """Change fields of a record and restamp it (default: now).
+
+        With `committed=False` readers keep seeing the previous version until
+        `commit_pending()`, although the new version's SystemModstamp is set now.
+        """
         with self._lock:
             table = self.tables[sobject]
             row = dict(table.rows[record_id].values)
@@ -823,7 +849,18 @@ class FakeSalesforce:
             stamp = self._stamp_text(at)
             row["LastModifiedDate"] = stamp
             row["SystemModstamp"] = stamp
-            table.put(record_id, row)
+            if committed:
+                table.put(record_id, row)
+            else:
+                self._pending.append((sobject, record_id, row))
+
+    def commit_pending(self) -> list[str]:
+        """Make every uncommitted change visible, keeping its SystemModstamp; their ids."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            for sobject, record_id, row in pending:
+                self.tables[sobject].put(record_id, row)
+            return [record_id for _sobject, record_id, _row in pending]
 
     def delete(self, sobject: str, record_id: str, at: datetime | None = None) -> None:
         """Soft-delete (to the Recycle Bin): `IsDeleted = true`, restamped."""

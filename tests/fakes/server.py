@@ -24,10 +24,21 @@ class Served:
     ca_bundle: str | None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to a port the kernel picks, already listening.
+
+    It is handed to uvicorn as is, so the port is never released between being chosen and
+    being served (binding a probe socket, closing it and letting uvicorn bind the same
+    number again lets another process take the port in between).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @contextmanager
@@ -41,7 +52,6 @@ def serve(app: ASGIApp, *, tls: bool = False, tmp_dir: str | None = None) -> Ite
     import os
     import tempfile
 
-    port = _free_port()
     kwargs: dict[str, object] = {}
     ca_path: str | None = None
     folder = tmp_dir or tempfile.mkdtemp(prefix="okr-fake-")
@@ -55,23 +65,24 @@ def serve(app: ASGIApp, *, tls: bool = False, tmp_dir: str | None = None) -> Ite
         kwargs = {"ssl_certfile": key_path, "ssl_keyfile": key_path}
     config = uvicorn.Config(
         app,
-        host="127.0.0.1",
-        port=port,
         log_level="warning",
         lifespan="off",
         **kwargs,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("fake server did not start")
-        time.sleep(0.01)
-    scheme = "https" if tls else "http"
+    sock = listening_socket()
+    port = int(sock.getsockname()[1])
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     try:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("fake server did not start")
+            time.sleep(0.01)
+        scheme = "https" if tls else "http"
         yield Served(f"{scheme}://127.0.0.1:{port}", "127.0.0.1", port, ca_path)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()

@@ -249,6 +249,20 @@ class DelightedHarness:
         self.fake.add()
         self.fake.add()
 
+    def edit(self, kind: RecordKind) -> str:
+        """A new score, comment and customer properties for the oldest response."""
+        assert kind in self.kinds
+        response_id = min(self.fake.responses, key=int)
+        response = self.fake.responses[response_id]
+        self.fake.tick()
+        self.fake.update(
+            response_id,
+            score=(int(response["score"]) + 5) % 11,
+            comment="Edited: the answer changed",
+            person_properties={"Customer Type": "Edited Customer", "Country": "BE"},
+        )
+        return response_id
+
     def live_ids(self, kind: RecordKind) -> set[str]:
         assert kind in self.kinds
         return set(self.fake.responses)

@@ -94,6 +94,22 @@ class DemoHarness:
         assert wanted, "nothing left to change in the demo dataset"
         self._advance_to(max(wanted))
 
+    def edit(self, kind: RecordKind) -> str:
+        """The demo's data is generated: move the clock to the next edit of a live record."""
+        now = self._now()
+        live = live_at(kind, now)
+        edits = [
+            (version.at, timeline.source_id)
+            for timeline in timelines(kind)
+            if timeline.source_id in live
+            for version in timeline.versions
+            if version.at > now and not version.deleted
+        ]
+        assert edits, "nothing left to edit in the demo dataset"
+        at, source_id = min(edits)
+        self._advance_to(at)
+        return source_id
+
     def live_ids(self, kind: RecordKind) -> set[str]:
         return live_at(kind, self._now())
 

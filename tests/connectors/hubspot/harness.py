@@ -137,6 +137,54 @@ class HubSpotHarness:
         self.add(kind)
         self.add(kind)
 
+    def edit(self, kind: RecordKind) -> str:
+        """Contacts: new lead status, lifecycle stage, email and first name (raw only).
+        Deals: an open deal is won (a won one reopened), with a new amount and name.
+        Feedback: a new score, response group and comment."""
+        object_type = OBJECT_TYPES[kind]
+        objects = self.fake.objects[object_type]
+        live = sorted(int(i) for i in self.fake.live_ids(object_type))
+        if kind is RecordKind.contact:
+            object_id = live[0]
+            props = objects[object_id].properties
+            change = {
+                "hs_lead_status": "UNQUALIFIED"
+                if props.get("hs_lead_status") != "UNQUALIFIED"
+                else "CONNECTED",
+                "lifecyclestage": "customer"
+                if props.get("lifecyclestage") != "customer"
+                else "lead",
+                "email": f"edited{object_id}@example.com",
+                "firstname": "Edited",
+            }
+        elif kind is RecordKind.deal:
+            object_id = next(
+                i for i in live if objects[i].properties.get("dealstage") != "closedlost"
+            )
+            props = objects[object_id].properties
+            won = props.get("dealstage") == "closedwon"
+            change = {
+                "dealstage": "qualifiedtobuy" if won else "closedwon",
+                "hs_is_closed": "false" if won else "true",
+                "hs_is_closed_won": "false" if won else "true",
+                "amount": "98765.43" if props.get("amount") != "98765.43" else "12345.67",
+                "dealname": f"Edited deal {object_id}",
+            }
+        else:
+            object_id = live[0]
+            score = (int(objects[object_id].properties.get("hs_value") or 0) + 5) % 11
+            change = {
+                "hs_value": str(score),
+                "hs_response_group": "PROMOTER"
+                if score >= 9
+                else "PASSIVE"
+                if score >= 7
+                else "DETRACTOR",
+                "hs_content": f"edited comment {object_id}",
+            }
+        self.fake.modify(object_type, object_id, change)
+        return str(object_id)
+
     def live_ids(self, kind: RecordKind) -> set[str]:
         """Ids of `kind` records that are not archived."""
         return self.fake.live_ids(OBJECT_TYPES[kind])

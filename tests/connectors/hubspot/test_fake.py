@@ -156,3 +156,27 @@ def test_given_deal_pipelines_when_reading_then_stage_metadata_is_strings(
     stages = {s["id"]: s["metadata"] for s in default["stages"]}
     assert stages["closedwon"] == {"isClosed": "true", "probability": "1.0"}
     assert stages["closedlost"] == {"isClosed": "true", "probability": "0.0"}
+
+
+def test_given_search_index_lag_when_searching_then_writes_show_only_once_indexed(
+    fake: FakeHubSpot, http: httpx.Client
+) -> None:
+    fake.search_lag_ms = 5_000
+    old = fake.add("contacts", {"email": "old@example.com", "hs_lead_status": "NEW"})
+    fake.tick(5_000)
+    fake.modify("contacts", old.id, {"hs_lead_status": "CONNECTED"})
+    new = fake.add("contacts", {"email": "new@example.com"})
+    body = {"limit": 10, "properties": ["hs_lead_status", "email"]}
+
+    def found() -> dict[str, str | None]:
+        results = search(http, body).json()["results"]
+        return {r["id"]: r["properties"]["hs_lead_status"] for r in results}
+
+    # Not yet indexed: the new contact is missing, the modified one is served as it was.
+    assert found() == {str(old.id): "NEW"}
+    listed = http.get("/crm/v3/objects/contacts", headers=AUTH).json()["results"]
+    assert {r["id"] for r in listed} == {str(old.id), str(new.id)}, "listing does not lag"
+    fake.tick(4_000)
+    assert found() == {str(old.id): "CONNECTED"}
+    fake.tick(1_000)
+    assert found() == {str(old.id): "CONNECTED", str(new.id): None}

@@ -15,7 +15,7 @@ from connectors.salesforce.connector import (
     SalesforceConnector,
     SalesforceSecrets,
 )
-from tests.fakes.salesforce import FakeSalesforce
+from tests.fakes.salesforce import STAGES, FakeSalesforce
 from tests.fakes.server import Served, serve
 
 SOBJECTS = {RecordKind.lead: "Lead", RecordKind.opportunity: "Opportunity"}
@@ -94,12 +94,7 @@ class SalesforceHarness:
         """Add two, modify two and soft-delete one record, all stamped strictly later than
         anything stored (a whole second later: SystemModstamp has second precision)."""
         sobject = SOBJECTS[kind]
-        newest = self.fake.newest_stamp(sobject)
-        now = self.fake.now()
-        if newest is not None and now <= newest:
-            self.fake.tick(int((newest - now) / timedelta(seconds=1)) + 1)
-        else:
-            self.fake.tick()
+        self._tick_past_newest(sobject)
         live = sorted(self.fake.live_ids(sobject))
         change = (
             {"Status": "Working - Contacted"}
@@ -111,6 +106,55 @@ class SalesforceHarness:
         if len(live) > 2:
             self.fake.delete(sobject, live[2])
         self.fake.seed(sobject, 2)
+
+    def edit(self, kind: RecordKind) -> str:
+        """Leads: new Status, LeadSource, Email and Industry (raw only). Opportunities: an
+        open one is won (or a won one reopened), with a new Amount, Probability and Name."""
+        sobject = SOBJECTS[kind]
+        self._tick_past_newest(sobject)
+        live = sorted(self.fake.live_ids(sobject))
+        if kind is RecordKind.lead:
+            record_id = live[0]
+            row = self.fake.record(sobject, record_id)
+            self.fake.update(
+                sobject,
+                record_id,
+                Status="Closed - Converted"
+                if row["Status"] != "Closed - Converted"
+                else "Working - Contacted",
+                LeadSource="Trade Show" if row["LeadSource"] != "Trade Show" else "Web",
+                Email=f"edited.{record_id.lower()}@example.com",
+                Industry="Edited industry",
+            )
+            return record_id
+        record_id = next(
+            i
+            for i in live
+            if not self.fake.record(sobject, i)["IsClosed"] or self.fake.record(sobject, i)["IsWon"]
+        )
+        row = self.fake.record(sobject, record_id)
+        stage = "Prospecting" if row["IsWon"] else "Closed Won"
+        probability, closed, won, forecast = STAGES[stage]
+        self.fake.update(
+            sobject,
+            record_id,
+            StageName=stage,
+            IsClosed=closed,
+            IsWon=won,
+            Probability=float(probability),
+            ForecastCategoryName=forecast,
+            Amount=123456.78 if row["Amount"] != 123456.78 else 234567.89,
+            Name=f"Edited {row['Name']}",
+        )
+        return record_id
+
+    def _tick_past_newest(self, sobject: str) -> None:
+        newest = self.fake.newest_stamp(sobject)
+        now = self.fake.now()
+        if newest is not None and now <= newest:
+            self.fake.tick(int((newest - now) / timedelta(seconds=1)) + 1)
+        else:
+            self.fake.tick()
 
     def live_ids(self, kind: RecordKind) -> set[str]:
         """Ids not in the Recycle Bin."""

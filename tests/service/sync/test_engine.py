@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from connectors.base import RecordKind, Runtime
+from connectors.base import Record, RecordKind, Runtime, Window
 from connectors.retry import RetryPolicy
 from service.sync.engine import SyncAlreadyRunning, SyncEngine
 from service.sync.models import (
@@ -27,6 +29,27 @@ from tests.conftest import make_settings
 from tests.connectors.harness import SourceHarness
 from tests.factories import CREATED_AT
 from tests.harnesses import HARNESS_MODULES, open_harness
+
+#: Wider than any source's data.
+EVERYTHING = Window(datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+#: Every stored column that carries the source's content (all but ids and bookkeeping).
+CONTENT_FIELDS = (
+    "created_at",
+    "modified_at",
+    "close_date",
+    "status",
+    "stage",
+    "is_closed",
+    "is_won",
+    "amount_e4",
+    "currency",
+    "lead_source",
+    "owner",
+    "deal_type",
+    "score",
+    "email",
+    "raw",
+)
 
 
 class Crash(Exception):
@@ -116,16 +139,66 @@ def stored_ids(engine: Engine, connector_id: int, kind: RecordKind) -> list[str]
         return [r[0] for r in rows]
 
 
+def stored_content(
+    engine: Engine, connector_id: int, kind: RecordKind
+) -> dict[str, dict[str, Any]]:
+    """Content of the live stored records of `kind`, by source id."""
+    with Session(engine) as session:
+        rows = session.scalars(
+            select(SyncedRecord).where(  # type: ignore[call-overload]
+                SyncedRecord.connector_id == connector_id,
+                SyncedRecord.kind == kind.value,
+                SyncedRecord.deleted.is_(False),  # type: ignore[attr-defined]
+            )
+        )
+        return {r.source_id: {f: getattr(r, f) for f in CONTENT_FIELDS} for r in rows}
+
+
+def record_content(record: Record) -> dict[str, Any]:
+    """What the engine must store for `record`, computed here, not with the engine's code."""
+    content = {f: getattr(record, f) for f in CONTENT_FIELDS if f not in ("amount_e4", "raw")}
+    amount_e4 = None
+    if record.amount is not None:
+        scaled = record.amount * 10_000
+        assert scaled == scaled.to_integral_value(), "test data amounts have 4 decimals at most"
+        amount_e4 = int(scaled)
+    # The raw fields as JSON gives them back (the column is JSON).
+    raw = json.loads(json.dumps(dict(record.raw)))
+    return content | {"amount_e4": amount_e4, "raw": raw}
+
+
+def source_content(harness: SourceHarness, kind: RecordKind) -> dict[str, dict[str, Any]]:
+    """Ground truth: every live record's content, from a fresh full read of the source."""
+    newest: dict[str, Record] = {}
+    for page in harness.connector().read(kind, EVERYTHING):
+        for record in page.records:
+            seen = newest.get(record.source_id)
+            if seen is None or record.modified_at >= seen.modified_at:
+                newest[record.source_id] = record
+    return {i: record_content(r) for i, r in newest.items() if not r.deleted}
+
+
 def assert_equals_source(
     engine: Engine,
     connector_id: int,
     harness: SourceHarness,
     kinds: tuple[RecordKind, ...] | None = None,
 ) -> None:
+    """Stored live records equal the source's: same ids, every field and `raw` equal."""
     for kind in kinds or harness.kinds:
         ids = stored_ids(engine, connector_id, kind)
         assert len(ids) == len(set(ids)), "a record is stored twice"
         assert set(ids) == harness.live_ids(kind), f"{kind} differs from the source"
+        stored = stored_content(engine, connector_id, kind)
+        source = source_content(harness, kind)
+        assert set(source) == harness.live_ids(kind), "the harness's truth disagrees with a read"
+        for source_id, expected in source.items():
+            differing = {
+                f: (stored[source_id][f], value)
+                for f, value in expected.items()
+                if stored[source_id][f] != value
+            }
+            assert not differing, f"{kind} {source_id}: stored != source: {differing}"
 
 
 def test_given_a_seeded_source_when_full_sync_then_stored_records_equal_the_source(
@@ -184,6 +257,8 @@ def test_given_a_crash_after_page_k_when_the_next_run_resumes_then_nothing_is_lo
     run = crashed.run(connector_id)
     assert run.status == RunStatus.failed
     assert run.error_class == "internal"
+    assert run.details is not None
+    assert run.details["kinds"][kind.value]["pages"] >= 2, "a real resume needs pages behind it"
     partial = stored_ids(engine, connector_id, kind)
     assert 0 < len(partial) < len(harness.live_ids(kind))
     with Session(engine) as session:
@@ -366,3 +441,153 @@ def test_given_a_request_budget_when_spent_then_the_run_stops_and_the_next_one_r
         runs += 1
         assert runs < 20, "each budgeted run must make progress"
     assert_equals_source(engine, connector_id, salesforce, (kind,))
+
+
+#: Content fields each harness's `edit` changes, per (connector, kind); others: modified_at
+#: and raw (every version of a demo record differs in raw at least).
+EDITED_FIELDS: dict[tuple[str, RecordKind], set[str]] = {
+    ("salesforce", RecordKind.lead): {"modified_at", "status", "lead_source", "email", "raw"},
+    ("salesforce", RecordKind.opportunity): {
+        "modified_at",
+        "stage",
+        "is_closed",
+        "is_won",
+        "amount_e4",
+        "raw",
+    },
+    ("hubspot", RecordKind.contact): {"modified_at", "status", "stage", "email", "raw"},
+    ("hubspot", RecordKind.deal): {
+        "modified_at",
+        "stage",
+        "is_closed",
+        "is_won",
+        "amount_e4",
+        "raw",
+    },
+    ("hubspot", RecordKind.survey_response): {"modified_at", "score", "raw"},
+    ("delighted", RecordKind.survey_response): {"modified_at", "score", "raw"},
+}
+
+
+def test_given_records_edited_at_the_source_when_syncing_incrementally_then_each_change_is_stored(
+    engine: Engine, database_url: str, harness: SourceHarness
+) -> None:
+    for kind in harness.kinds:
+        harness.seed(kind, 12)
+    connector_id = store_connector(engine, harness)
+    sync = make_engine_for(engine, database_url, harness)
+    assert sync.run(connector_id).status == RunStatus.succeeded
+    assert_equals_source(engine, connector_id, harness)
+    edited = {kind: harness.edit(kind) for kind in harness.kinds}
+    before = {
+        kind: stored_content(engine, connector_id, kind)[source_id]
+        for kind, source_id in edited.items()
+    }
+    run = sync.run(connector_id)
+    assert run.status == RunStatus.succeeded, run.error_message
+    assert run.updated >= len(edited)
+    assert_equals_source(engine, connector_id, harness)
+    for kind, source_id in edited.items():
+        after = stored_content(engine, connector_id, kind)[source_id]
+        changed = {f for f in CONTENT_FIELDS if after[f] != before[kind][f]}
+        wanted = EDITED_FIELDS.get((harness.name, kind), {"modified_at", "raw"})
+        assert wanted <= changed, f"{kind} {source_id}: not carried: {wanted - changed}"
+
+
+@pytest.fixture
+def hubspot(tmp_path: Path) -> Iterator[SourceHarness]:
+    with open_harness("hubspot", tmp_path) as h:
+        yield h
+
+
+def test_given_search_index_lag_when_records_show_up_after_a_sync_then_the_overlap_reads_them(
+    engine: Engine, database_url: str, hubspot: SourceHarness
+) -> None:
+    fake = hubspot.fake  # type: ignore[attr-defined]
+    kind = RecordKind.deal
+    hubspot.seed(kind, 8)
+    fake.search_lag_ms = 5_000
+    connector_id = store_connector(engine, hubspot, kinds=[kind.value])
+    sync = make_engine_for(engine, database_url, hubspot)
+    assert sync.run(connector_id).status == RunStatus.succeeded
+    assert_equals_source(engine, connector_id, hubspot)
+    # Modified / created now, searchable only 5 s later: the next sync (1 s later) misses them.
+    edited = hubspot.edit(kind)
+    late = hubspot.add(kind)  # type: ignore[attr-defined]
+    missed = sync.run(connector_id)
+    assert missed.status == RunStatus.succeeded, missed.error_message
+    stored = stored_content(engine, connector_id, kind)
+    assert late not in stored, "premise: the new deal was not searchable yet"
+    assert stored[edited]["stage"] != "closedwon", "premise: the edit was not searchable yet"
+    assert missed.details is not None
+    window_end = missed.details["kinds"][kind.value]["window_end"]
+    assert (
+        fake.objects["deals"][int(late)].updated_ms
+        < datetime.fromisoformat(window_end).timestamp() * 1000
+    ), "premise: the late deal is stamped behind the watermark"
+    fake.tick(10_000)  # the search index catches up
+    caught_up = sync.run(connector_id)
+    assert caught_up.status == RunStatus.succeeded, caught_up.error_message
+    assert caught_up.inserted == 1
+    assert caught_up.updated == 1
+    stored = stored_content(engine, connector_id, kind)
+    assert stored[edited]["stage"] == "closedwon"
+    assert (stored[edited]["is_closed"], stored[edited]["is_won"]) == (True, True)
+    assert (
+        stored[late]["raw"]["dealname"] == fake.objects["deals"][int(late)].properties["dealname"]
+    )
+    assert_equals_source(engine, connector_id, hubspot)
+
+
+def test_given_a_commit_behind_the_watermark_when_the_next_sync_runs_then_the_overlap_reads_it(
+    engine: Engine, database_url: str, salesforce: SourceHarness
+) -> None:
+    fake = salesforce.fake  # type: ignore[attr-defined]
+    kind = RecordKind.opportunity
+    salesforce.seed(kind, 10)
+    connector_id = store_connector(engine, salesforce, kinds=[kind.value])
+    sync = make_engine_for(engine, database_url, salesforce)
+    assert sync.run(connector_id).status == RunStatus.succeeded
+    assert_equals_source(engine, connector_id, salesforce)
+    # A long transaction: its changes are stamped now but committed after the next sync.
+    fake.tick()
+    stamped = fake.now()
+    target = next(
+        i
+        for i in sorted(fake.live_ids("Opportunity"))
+        if not fake.record("Opportunity", i)["IsClosed"]
+    )
+    fake.update(
+        "Opportunity",
+        target,
+        committed=False,
+        StageName="Closed Won",
+        IsClosed=True,
+        IsWon=True,
+        Amount=424242.42,
+    )
+    late = fake.insert(
+        "Opportunity", committed=False, Name="Late deal", StageName="Prospecting", Amount=1000.5
+    )
+    fake.tick(5)
+    missed = sync.run(connector_id)
+    assert missed.status == RunStatus.succeeded, missed.error_message
+    assert missed.details is not None
+    window_end = datetime.fromisoformat(missed.details["kinds"][kind.value]["window_end"])
+    assert stamped < window_end, "premise: the transaction's stamp is behind this sync's end"
+    stored = stored_content(engine, connector_id, kind)
+    assert late not in stored
+    assert stored[target]["is_won"] is False
+    assert sorted(fake.commit_pending()) == sorted([target, late])
+    fake.tick()
+    caught_up = sync.run(connector_id)
+    assert caught_up.status == RunStatus.succeeded, caught_up.error_message
+    assert (caught_up.inserted, caught_up.updated) == (1, 1)
+    stored = stored_content(engine, connector_id, kind)
+    assert stored[target]["stage"] == "Closed Won"
+    assert (stored[target]["is_closed"], stored[target]["is_won"]) == (True, True)
+    assert stored[target]["amount_e4"] == 4_242_424_200
+    assert stored[target]["modified_at"] == stamped
+    assert stored[late]["raw"]["Name"] == "Late deal"
+    assert stored[late]["amount_e4"] == 10_005_000
+    assert_equals_source(engine, connector_id, salesforce)
