@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from service import db
+from service.auth.models import Role
 from service.settings import Settings
 
 app = typer.Typer(
@@ -16,6 +18,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
 
 
 @app.command()
@@ -76,6 +80,66 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     settings = Settings()
     db.upgrade(db.make_engine(settings.database_url), revision)
     typer.echo(f"database at {revision}: {settings.database_url}")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option(help="Who or what uses it, e.g. 'sales dashboard'.")],
+    role: Annotated[Role, typer.Option(help="viewer, editor or admin.")] = Role.viewer,
+    workspace: Annotated[
+        str | None,
+        typer.Option(help="Workspace slug; without it, a deployment token (admin only)."),
+    ] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option(min=1, help="Stop working after this many days.")
+    ] = None,
+) -> None:
+    """Create an API token and print it (the only time it is shown)."""
+    from sqlmodel import select
+
+    from service.auth.models import TokenCreate
+    from service.auth.service import CLI, act_as, create_token
+    from service.clock import utc_now
+    from service.workspaces.models import Workspace
+
+    settings = Settings()
+    now = utc_now()
+    with db.session_scope(db.make_engine(settings.database_url)) as session:
+        workspace_id = None
+        if workspace is not None:
+            found = session.exec(select(Workspace).where(Workspace.slug == workspace)).first()
+            if found is None:
+                typer.echo(f"no workspace {workspace!r}", err=True)
+                raise typer.Exit(2)
+            workspace_id = found.id
+        elif role is not Role.admin:
+            typer.echo("a deployment token (no --workspace) must be an admin", err=True)
+            raise typer.Exit(2)
+        act_as(session, CLI, now)
+        expires = now + timedelta(days=expires_in_days) if expires_in_days else None
+        data = TokenCreate(name=name, role=role, expires_at=expires)
+        row, token = create_token(session, workspace_id, data, now, "cli")
+        where = f"workspace {workspace!r}" if workspace else "the whole deployment"
+        typer.echo(f"token {row.id} ({role.value}, {where}), shown this once:", err=True)
+        typer.echo(token)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="Token id.")]) -> None:
+    """Revoke a token: from now on it answers 401."""
+    from service.auth.models import ApiToken
+    from service.auth.service import CLI, act_as
+    from service.clock import utc_now
+
+    settings = Settings()
+    with db.session_scope(db.make_engine(settings.database_url)) as session:
+        row = session.get(ApiToken, token_id)
+        if row is None:
+            typer.echo(f"no token {token_id}", err=True)
+            raise typer.Exit(2)
+        act_as(session, CLI, utc_now())
+        row.revoked_at = row.revoked_at or utc_now()
+    typer.echo(f"token {token_id} revoked")
 
 
 @app.command("openapi")

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import RateLimitItemPerMinute
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from service.auth.models import Role
+from service.auth.service import Principal, act_as, authenticate, require
 from service.clock import Clock
-from service.errors import NotFoundError
+from service.errors import NotFoundError, RateLimitedError
 from service.settings import Settings, get_settings
 from service.workspaces.models import Workspace
 
@@ -44,27 +50,80 @@ def get_clock(request: Request) -> Clock:
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-def get_current_workspace(
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="An API token, from `okr-sync tokens create` or `POST /api/v1/tokens`.",
+)
+
+
+def get_principal(
+    request: Request,
     session: SessionDep,
-    x_workspace: Annotated[
-        str | None,
-        Header(description="Workspace slug; defaults to the first workspace created."),
-    ] = None,
-) -> Workspace:
-    """The workspace every query of this request is scoped to.
+    clock: ClockDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """Who is asking: the bearer token's principal (401 without a valid one, 429 beyond
+    the token's rate), to whom this request's changes are attributed in the audit log."""
+    now = clock()
+    principal = authenticate(session, credentials.credentials if credentials else None, now)
+    limiter: MovingWindowRateLimiter = request.app.state.rate_limiter
+    rate = RateLimitItemPerMinute(settings.rate_limit_requests_per_minute)
+    key = str(principal.token_id)
+    if not limiter.hit(rate, key):
+        reset = limiter.get_window_stats(rate, key).reset_time
+        # The limiter counts in wall-clock seconds; Retry-After stays within one window.
+        wait = min(60, max(1, math.ceil(reset - now.timestamp())))
+        raise RateLimitedError(
+            f"more than {settings.rate_limit_requests_per_minute} requests a minute "
+            "with this token",
+            retry_after_seconds=wait,
+        )
+    act_as(session, principal, now)
+    return principal
 
-    Today the `X-Workspace` header picks it (default: the oldest workspace). Bearer tokens
-    scoped to a workspace will resolve it here instead, without touching any route.
-    """
-    query = select(Workspace)
-    if x_workspace:
-        query = query.where(Workspace.slug == x_workspace)
-    workspace = session.exec(query.order_by(Workspace.id)).first()  # type: ignore[arg-type]
-    if workspace is None:
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _workspace_for(role: Role) -> Callable[..., Workspace]:
+    def current_workspace(
+        session: SessionDep,
+        principal: PrincipalDep,
+        x_workspace: Annotated[
+            str | None,
+            Header(
+                description="Workspace slug, for deployment tokens (default: the first "
+                "workspace created); a workspace token always acts in its own."
+            ),
+        ] = None,
+    ) -> Workspace:
+        """The workspace every query of this request is scoped to, once the token's role
+        is checked: a workspace token's own (another slug is not found), or for a
+        deployment token the `X-Workspace` one."""
+        require(principal, role)
+        if principal.workspace_id is not None:
+            own = session.get(Workspace, principal.workspace_id)
+            if own is None or (x_workspace and x_workspace != own.slug):
+                raise NotFoundError("workspace", repr(x_workspace), field="X-Workspace")
+            return own
+        query = select(Workspace)
         if x_workspace:
-            raise NotFoundError("workspace", repr(x_workspace), field="X-Workspace")
-        raise NotFoundError("workspace", "(default)", field="X-Workspace")
-    return workspace
+            query = query.where(Workspace.slug == x_workspace)
+        workspace = session.exec(query.order_by(Workspace.id)).first()  # type: ignore[arg-type]
+        if workspace is None:
+            if x_workspace:
+                raise NotFoundError("workspace", repr(x_workspace), field="X-Workspace")
+            raise NotFoundError("workspace", "(default)", field="X-Workspace")
+        return workspace
+
+    return current_workspace
 
 
-CurrentWorkspace = Annotated[Workspace, Depends(get_current_workspace)]
+#: The request's workspace, for a token with at least the viewer role (reads).
+ViewerWorkspace = Annotated[Workspace, Depends(_workspace_for(Role.viewer))]
+#: ... at least editor (OKRs, check-ins, mappings).
+EditorWorkspace = Annotated[Workspace, Depends(_workspace_for(Role.editor))]
+#: ... admin (connectors, tokens, workspace settings, audit log).
+AdminWorkspace = Annotated[Workspace, Depends(_workspace_for(Role.admin))]

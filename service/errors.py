@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+logger = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -18,6 +20,8 @@ class DomainError(Exception):
 
     status = 400
     title = "Bad request"
+    #: Response headers the error carries (WWW-Authenticate, Retry-After).
+    headers: dict[str, str] = {}
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -40,6 +44,32 @@ class InvalidError(DomainError):
 
     status = 422
     title = "Invalid input"
+
+
+class UnauthorizedError(DomainError):
+    """No token, or one that is unknown, revoked or expired."""
+
+    status = 401
+    title = "Unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="okr-sync"'}
+
+
+class ForbiddenError(DomainError):
+    """A valid token whose role is too low for the request."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class RateLimitedError(DomainError):
+    """Too many requests for one token; `retry_after_seconds` says when to come back."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
 class ConflictError(DomainError):
@@ -78,7 +108,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
         errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
-        return problem(exc.status, exc.detail, title=exc.title, field=exc.field, errors=errors)
+        response = problem(exc.status, exc.detail, title=exc.title, field=exc.field, errors=errors)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -108,5 +140,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, "internal error; the server log has the details")

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine, text
 
 from service import db
+from service.auth.models import Role, TokenCreate
+from service.auth.routes import router as auth_router
+from service.auth.service import create_token
 from service.clock import Clock, in_utc, utc_now
 from service.errors import install_error_handlers, problem
 from service.mappings.routes import router as mappings_router
@@ -41,7 +47,24 @@ def startup(settings: Settings, engine: Engine, clock: Clock = utc_now) -> None:
 
         with db.session_scope(engine) as session:
             created = load_tartempion(session, clock())
+            if created is not None:
+                _, token = create_token(
+                    session,
+                    created.id,
+                    TokenCreate(name="demo admin", role=Role.admin),
+                    clock(),
+                    "okr-sync serve",
+                )
         if created is not None:
+            # Shown this once (only its hash is stored), so the demo answers right away.
+            sys.stderr.write(
+                f"\nDemo workspace 'tartempion' loaded. Its admin token (shown once):\n\n"
+                f"    {token}\n\n"
+                f"  curl -H 'Authorization: Bearer {token}' localhost:8000/api/v1/progress\n"
+                f"A new one: okr-sync tokens create --workspace tartempion --role admin "
+                f"--name me\n\n"
+            )
+            sys.stderr.flush()
             with db.session_scope(engine) as session:
                 connector_id = demo_connector_id(session)
             if connector_id is not None:
@@ -89,6 +112,8 @@ def create_app(
     app.state.settings = settings
     app.state.sync_engine = sync_engine
     app.state.clock = clock
+    # Per-token request counts of this process (a moving window), for the rate limit.
+    app.state.rate_limiter = MovingWindowRateLimiter(MemoryStorage())
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
 
@@ -98,6 +123,7 @@ def create_app(
     api.include_router(progress_router)
     api.include_router(connectors_router)
     api.include_router(mappings_router)
+    api.include_router(auth_router)
     app.include_router(api)
 
     @app.get("/healthz", tags=["operations"])

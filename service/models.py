@@ -1,5 +1,6 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
+from service.auth.models import ApiToken, AuditEvent  # noqa: F401
 from service.mappings.models import Mapping, MappingSource, MappingVersion  # noqa: F401
 from service.okr.models import (  # noqa: F401
     Initiative,

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     connector_request_budget: int | None = Field(default=None, ge=1)
     #: Extra CA bundle (PEM) for TLS-inspecting proxies; None = system trust store.
     connector_ca_bundle: str | None = None
+    #: Requests one API token may make per minute in one process (429 + Retry-After beyond).
+    rate_limit_requests_per_minute: int = Field(default=1200, ge=1)
     #: Default page size of list endpoints, and its maximum.
     page_limit_default: int = Field(default=50, ge=1)
     page_limit_max: int = Field(default=500, ge=1)

@@ -14,11 +14,14 @@ import time_machine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import URL, Engine, make_url, text
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from service import db
+from service.auth.models import Role, TokenCreate
+from service.auth.service import create_token
 from service.main import create_app
 from service.settings import Settings
+from service.workspaces.models import Workspace
 
 PG_URL = os.environ.get("OKR_TEST_DATABASE_URL")
 #: The moment tests freeze "now" at, unless they choose another.
@@ -172,7 +175,34 @@ def app(database_url: str, engine: Engine, clock: FrozenClock) -> FastAPI:
     return create_app(make_settings(database_url), engine, clock=clock)
 
 
+def issue_token(
+    engine: Engine,
+    role: Role = Role.admin,
+    workspace: str | None = None,
+    name: str = "tests",
+) -> str:
+    """A token, created as the CLI does: deployment-wide unless `workspace` (a slug)."""
+    with Session(engine) as session:
+        workspace_id = None
+        if workspace is not None:
+            found = session.exec(select(Workspace).where(Workspace.slug == workspace)).first()
+            assert found is not None, workspace
+            workspace_id = found.id
+        _, token = create_token(
+            session, workspace_id, TokenCreate(name=name, role=role), FROZEN_NOW, "tests"
+        )
+        session.commit()
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
+def client(app: FastAPI, engine: Engine) -> Iterator[TestClient]:
+    """A client acting with a deployment admin token (creates workspaces, picks one with
+    `X-Workspace`); tests of roles and isolation make their own tokens."""
     with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers.update(bearer(issue_token(engine)))
         yield c

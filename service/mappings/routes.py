@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from sqlmodel import col, select
 
-from service.deps import ClockDep, CurrentWorkspace, SessionDep, SettingsDep
+from service.deps import ClockDep, EditorWorkspace, SessionDep, SettingsDep, ViewerWorkspace
 from service.mappings import service
 from service.mappings.models import (
     ExplainPublic,
@@ -90,7 +90,7 @@ _PREVIEW_EXAMPLES = {
 @router.get("/mappings", response_model=Page[MappingPublic])
 def list_mappings(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: EditorWorkspace,
     settings: SettingsDep,
     limit: Limit = None,
     cursor: Cursor = None,
@@ -107,7 +107,7 @@ def list_mappings(
 @router.post("/mappings", response_model=MappingPublic, status_code=201)
 def create_mapping(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: EditorWorkspace,
     clock: ClockDep,
     data: Annotated[MappingCreate, Body(openapi_examples=_CREATE_EXAMPLES)],
 ) -> MappingPublic:
@@ -120,7 +120,7 @@ def create_mapping(
 @router.post("/mappings/preview", response_model=PreviewPublic)
 def preview_mapping(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: EditorWorkspace,
     clock: ClockDep,
     data: Annotated[PreviewRequest, Body(openapi_examples=_PREVIEW_EXAMPLES)],
 ) -> PreviewPublic:
@@ -133,7 +133,7 @@ def preview_mapping(
 
 
 @router.get("/mappings/{mapping_id}", response_model=MappingPublic)
-def read_mapping(session: SessionDep, ws: CurrentWorkspace, mapping_id: int) -> MappingPublic:
+def read_mapping(session: SessionDep, ws: EditorWorkspace, mapping_id: int) -> MappingPublic:
     """Read a mapping: its current spec, version, value and baseline."""
     return service.mapping_public(session, get_owned(session, Mapping, ws, mapping_id))
 
@@ -141,7 +141,7 @@ def read_mapping(session: SessionDep, ws: CurrentWorkspace, mapping_id: int) -> 
 @router.put("/mappings/{mapping_id}", response_model=MappingPublic)
 def update_mapping(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: EditorWorkspace,
     clock: ClockDep,
     mapping_id: int,
     data: Annotated[MappingUpdate, Body(openapi_examples=_UPDATE_EXAMPLES)],
@@ -154,7 +154,7 @@ def update_mapping(
 
 
 @router.delete("/mappings/{mapping_id}", status_code=204)
-def delete_mapping(session: SessionDep, ws: CurrentWorkspace, mapping_id: int) -> None:
+def delete_mapping(session: SessionDep, ws: EditorWorkspace, mapping_id: int) -> None:
     """Unbind a key result: it keeps its value and history and becomes manual."""
     service.delete_mapping(session, get_owned(session, Mapping, ws, mapping_id))
     session.commit()
@@ -162,7 +162,7 @@ def delete_mapping(session: SessionDep, ws: CurrentWorkspace, mapping_id: int) -
 
 @router.get("/mappings/{mapping_id}/versions", response_model=list[MappingVersionPublic])
 def list_mapping_versions(
-    session: SessionDep, ws: CurrentWorkspace, mapping_id: int
+    session: SessionDep, ws: EditorWorkspace, mapping_id: int
 ) -> list[MappingVersion]:
     """Every version of a mapping's spec, oldest first."""
     mapping = get_owned(session, Mapping, ws, mapping_id)
@@ -178,7 +178,7 @@ def list_mapping_versions(
 @router.get("/key-results/{key_result_id}/explain", response_model=ExplainPublic)
 def explain_key_result(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     clock: ClockDep,
     settings: SettingsDep,
     key_result_id: int,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from service.deps import ClockDep, CurrentWorkspace, SessionDep, SettingsDep
+from service.deps import ClockDep, EditorWorkspace, SessionDep, SettingsDep, ViewerWorkspace
 from service.okr import service
 from service.okr.models import (
     CheckInCreate,
@@ -68,7 +68,7 @@ def _page_by_status(candidates: Iterable[R], size: int, matches: Callable[[R], b
 @router.get("/teams", response_model=Page[TeamPublic], tags=["teams"])
 def list_teams(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     settings: SettingsDep,
     limit: Limit = None,
     cursor: Cursor = None,
@@ -82,7 +82,7 @@ def list_teams(
 
 
 @router.post("/teams", response_model=TeamPublic, status_code=201, tags=["teams"])
-def create_team(session: SessionDep, ws: CurrentWorkspace, data: TeamCreate) -> Team:
+def create_team(session: SessionDep, ws: EditorWorkspace, data: TeamCreate) -> Team:
     """Create a team, optionally under a parent team."""
     team = service.create_team(session, ws, data)
     session.commit()
@@ -90,13 +90,13 @@ def create_team(session: SessionDep, ws: CurrentWorkspace, data: TeamCreate) -> 
 
 
 @router.get("/teams/{team_id}", response_model=TeamPublic, tags=["teams"])
-def read_team(session: SessionDep, ws: CurrentWorkspace, team_id: int) -> Team:
+def read_team(session: SessionDep, ws: ViewerWorkspace, team_id: int) -> Team:
     """Read a team."""
     return service.get_owned(session, Team, ws, team_id)
 
 
 @router.patch("/teams/{team_id}", response_model=TeamPublic, tags=["teams"])
-def update_team(session: SessionDep, ws: CurrentWorkspace, team_id: int, data: TeamUpdate) -> Team:
+def update_team(session: SessionDep, ws: EditorWorkspace, team_id: int, data: TeamUpdate) -> Team:
     """Rename a team or move it under another parent."""
     team = service.update_team(session, ws, service.get_owned(session, Team, ws, team_id), data)
     session.commit()
@@ -104,7 +104,7 @@ def update_team(session: SessionDep, ws: CurrentWorkspace, team_id: int, data: T
 
 
 @router.delete("/teams/{team_id}", status_code=204, tags=["teams"])
-def delete_team(session: SessionDep, ws: CurrentWorkspace, team_id: int) -> None:
+def delete_team(session: SessionDep, ws: EditorWorkspace, team_id: int) -> None:
     """Delete a team that owns no objective and no sub-team."""
     service.delete_team(session, service.get_owned(session, Team, ws, team_id))
     session.commit()
@@ -116,7 +116,7 @@ def delete_team(session: SessionDep, ws: CurrentWorkspace, team_id: int) -> None
 @router.get("/periods", response_model=Page[PeriodPublic], tags=["periods"])
 def list_periods(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     settings: SettingsDep,
     limit: Limit = None,
     cursor: Cursor = None,
@@ -130,7 +130,7 @@ def list_periods(
 
 
 @router.post("/periods", response_model=PeriodPublic, status_code=201, tags=["periods"])
-def create_period(session: SessionDep, ws: CurrentWorkspace, data: PeriodCreate) -> Period:
+def create_period(session: SessionDep, ws: EditorWorkspace, data: PeriodCreate) -> Period:
     """Create a period `[start, end)` such as 2026 or 2026-Q1."""
     period = service.create_period(session, ws, data)
     session.commit()
@@ -138,14 +138,14 @@ def create_period(session: SessionDep, ws: CurrentWorkspace, data: PeriodCreate)
 
 
 @router.get("/periods/{period_id}", response_model=PeriodPublic, tags=["periods"])
-def read_period(session: SessionDep, ws: CurrentWorkspace, period_id: int) -> Period:
+def read_period(session: SessionDep, ws: ViewerWorkspace, period_id: int) -> Period:
     """Read a period."""
     return service.get_owned(session, Period, ws, period_id)
 
 
 @router.patch("/periods/{period_id}", response_model=PeriodPublic, tags=["periods"])
 def update_period(
-    session: SessionDep, ws: CurrentWorkspace, period_id: int, data: PeriodUpdate
+    session: SessionDep, ws: EditorWorkspace, period_id: int, data: PeriodUpdate
 ) -> Period:
     """Rename a period or change its dates."""
     period = service.update_period(session, service.get_owned(session, Period, ws, period_id), data)
@@ -154,7 +154,7 @@ def update_period(
 
 
 @router.delete("/periods/{period_id}", status_code=204, tags=["periods"])
-def delete_period(session: SessionDep, ws: CurrentWorkspace, period_id: int) -> None:
+def delete_period(session: SessionDep, ws: EditorWorkspace, period_id: int) -> None:
     """Delete a period that has no objective."""
     service.delete_period(session, service.get_owned(session, Period, ws, period_id))
     session.commit()
@@ -166,7 +166,7 @@ def delete_period(session: SessionDep, ws: CurrentWorkspace, period_id: int) -> 
 @router.get("/objectives", response_model=Page[ObjectivePublic], tags=["objectives"])
 def list_objectives(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     settings: SettingsDep,
     clock: ClockDep,
     limit: Limit = None,
@@ -202,7 +202,7 @@ def list_objectives(
 
 @router.post("/objectives", response_model=ObjectivePublic, status_code=201, tags=["objectives"])
 def create_objective(
-    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, data: ObjectiveCreate
+    session: SessionDep, ws: EditorWorkspace, clock: ClockDep, data: ObjectiveCreate
 ) -> Objective:
     """Create an objective in a period, optionally aligned to a parent objective."""
     objective = service.create_objective(session, ws, data, clock())
@@ -211,14 +211,14 @@ def create_objective(
 
 
 @router.get("/objectives/{objective_id}", response_model=ObjectivePublic, tags=["objectives"])
-def read_objective(session: SessionDep, ws: CurrentWorkspace, objective_id: int) -> Objective:
+def read_objective(session: SessionDep, ws: ViewerWorkspace, objective_id: int) -> Objective:
     """Read an objective."""
     return service.get_owned(session, Objective, ws, objective_id)
 
 
 @router.patch("/objectives/{objective_id}", response_model=ObjectivePublic, tags=["objectives"])
 def update_objective(
-    session: SessionDep, ws: CurrentWorkspace, objective_id: int, data: ObjectiveUpdate
+    session: SessionDep, ws: EditorWorkspace, objective_id: int, data: ObjectiveUpdate
 ) -> Objective:
     """Change an objective (title, period, team, parent, weight)."""
     objective = service.get_owned(session, Objective, ws, objective_id)
@@ -228,7 +228,7 @@ def update_objective(
 
 
 @router.delete("/objectives/{objective_id}", status_code=204, tags=["objectives"])
-def delete_objective(session: SessionDep, ws: CurrentWorkspace, objective_id: int) -> None:
+def delete_objective(session: SessionDep, ws: EditorWorkspace, objective_id: int) -> None:
     """Delete an objective with its key results and their history."""
     service.delete_objective(session, service.get_owned(session, Objective, ws, objective_id))
     session.commit()
@@ -240,7 +240,7 @@ def delete_objective(session: SessionDep, ws: CurrentWorkspace, objective_id: in
 @router.get("/key-results", response_model=Page[KeyResultPublic], tags=["key results"])
 def list_key_results(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     settings: SettingsDep,
     clock: ClockDep,
     limit: Limit = None,
@@ -281,7 +281,7 @@ def list_key_results(
 
 @router.post("/key-results", response_model=KeyResultPublic, status_code=201, tags=["key results"])
 def create_key_result(
-    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, data: KeyResultCreate
+    session: SessionDep, ws: EditorWorkspace, clock: ClockDep, data: KeyResultCreate
 ) -> KeyResult:
     """Create a key result under an objective."""
     key_result = service.create_key_result(session, ws, data, clock())
@@ -290,14 +290,14 @@ def create_key_result(
 
 
 @router.get("/key-results/{key_result_id}", response_model=KeyResultPublic, tags=["key results"])
-def read_key_result(session: SessionDep, ws: CurrentWorkspace, key_result_id: int) -> KeyResult:
+def read_key_result(session: SessionDep, ws: ViewerWorkspace, key_result_id: int) -> KeyResult:
     """Read a key result."""
     return service.get_owned(session, KeyResult, ws, key_result_id)
 
 
 @router.patch("/key-results/{key_result_id}", response_model=KeyResultPublic, tags=["key results"])
 def update_key_result(
-    session: SessionDep, ws: CurrentWorkspace, key_result_id: int, data: KeyResultUpdate
+    session: SessionDep, ws: EditorWorkspace, key_result_id: int, data: KeyResultUpdate
 ) -> KeyResult:
     """Change a key result (kind, start, target, window...)."""
     key_result = service.get_owned(session, KeyResult, ws, key_result_id)
@@ -307,7 +307,7 @@ def update_key_result(
 
 
 @router.delete("/key-results/{key_result_id}", status_code=204, tags=["key results"])
-def delete_key_result(session: SessionDep, ws: CurrentWorkspace, key_result_id: int) -> None:
+def delete_key_result(session: SessionDep, ws: EditorWorkspace, key_result_id: int) -> None:
     """Delete a key result and its history."""
     session.delete(service.get_owned(session, KeyResult, ws, key_result_id))
     session.commit()
@@ -321,7 +321,7 @@ def delete_key_result(session: SessionDep, ws: CurrentWorkspace, key_result_id: 
 )
 def create_check_in(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: EditorWorkspace,
     clock: ClockDep,
     key_result_id: int,
     data: CheckInCreate,
@@ -340,7 +340,7 @@ def create_check_in(
 )
 def key_result_history(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     settings: SettingsDep,
     key_result_id: int,
     limit: Limit = None,
@@ -361,7 +361,7 @@ def key_result_history(
 @router.get("/initiatives", response_model=Page[InitiativePublic], tags=["initiatives"])
 def list_initiatives(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     settings: SettingsDep,
     limit: Limit = None,
     cursor: Cursor = None,
@@ -388,7 +388,7 @@ def list_initiatives(
 
 @router.post("/initiatives", response_model=InitiativePublic, status_code=201, tags=["initiatives"])
 def create_initiative(
-    session: SessionDep, ws: CurrentWorkspace, data: InitiativeCreate
+    session: SessionDep, ws: EditorWorkspace, data: InitiativeCreate
 ) -> InitiativePublic:
     """Create an initiative serving one or more key results."""
     initiative = service.create_initiative(session, ws, data)
@@ -398,7 +398,7 @@ def create_initiative(
 
 @router.get("/initiatives/{initiative_id}", response_model=InitiativePublic, tags=["initiatives"])
 def read_initiative(
-    session: SessionDep, ws: CurrentWorkspace, initiative_id: int
+    session: SessionDep, ws: ViewerWorkspace, initiative_id: int
 ) -> InitiativePublic:
     """Read an initiative."""
     initiative = service.get_owned(session, Initiative, ws, initiative_id)
@@ -407,7 +407,7 @@ def read_initiative(
 
 @router.patch("/initiatives/{initiative_id}", response_model=InitiativePublic, tags=["initiatives"])
 def update_initiative(
-    session: SessionDep, ws: CurrentWorkspace, initiative_id: int, data: InitiativeUpdate
+    session: SessionDep, ws: EditorWorkspace, initiative_id: int, data: InitiativeUpdate
 ) -> InitiativePublic:
     """Change an initiative (status, progress, owner, linked key results...)."""
     initiative = service.get_owned(session, Initiative, ws, initiative_id)
@@ -417,7 +417,7 @@ def update_initiative(
 
 
 @router.delete("/initiatives/{initiative_id}", status_code=204, tags=["initiatives"])
-def delete_initiative(session: SessionDep, ws: CurrentWorkspace, initiative_id: int) -> None:
+def delete_initiative(session: SessionDep, ws: EditorWorkspace, initiative_id: int) -> None:
     """Delete an initiative."""
     session.delete(service.get_owned(session, Initiative, ws, initiative_id))
     session.commit()

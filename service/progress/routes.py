@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.deps import ClockDep, CurrentWorkspace, SessionDep
+from service.deps import ClockDep, SessionDep, ViewerWorkspace
 from service.http_cache import cached_json
 from service.okr.models import KeyResult, Objective
 from service.okr.service import find_period, get_owned
@@ -26,7 +26,7 @@ _304: dict[int | str, dict[str, Any]] = {
 def read_key_result_progress(
     request: Request,
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     clock: ClockDep,
     key_result_id: int,
 ) -> Response:
@@ -40,7 +40,7 @@ def read_key_result_progress(
 def read_objective_progress(
     request: Request,
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     clock: ClockDep,
     objective_id: int,
 ) -> Response:
@@ -54,7 +54,7 @@ def read_objective_progress(
 def read_period_progress(
     request: Request,
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: ViewerWorkspace,
     clock: ClockDep,
     period: Annotated[
         str,

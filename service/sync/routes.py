@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from sqlmodel import col, select
 
 from connectors.errors import ConnectorError
-from service.deps import ClockDep, CurrentWorkspace, SessionDep, SettingsDep
+from service.deps import AdminWorkspace, ClockDep, SessionDep, SettingsDep
 from service.okr.service import get_owned, page_of
 from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
 from service.sync import secrets as secret_store
@@ -36,7 +36,7 @@ def _engine(request: Request) -> SyncEngine:
 @router.get("", response_model=Page[ConnectorPublic])
 def list_connectors(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: AdminWorkspace,
     settings: SettingsDep,
     clock: ClockDep,
     limit: Limit = None,
@@ -52,7 +52,7 @@ def list_connectors(
 
 @router.post("", response_model=ConnectorPublic, status_code=201)
 def create_connector(
-    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, data: ConnectorCreate
+    session: SessionDep, ws: AdminWorkspace, clock: ClockDep, data: ConnectorCreate
 ) -> ConnectorPublic:
     """Configure a connector (Salesforce, HubSpot, Delighted or demo)."""
     now = clock()
@@ -63,7 +63,7 @@ def create_connector(
 
 @router.get("/{connector_id}", response_model=ConnectorPublic)
 def read_connector(
-    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, connector_id: int
+    session: SessionDep, ws: AdminWorkspace, clock: ClockDep, connector_id: int
 ) -> ConnectorPublic:
     """Read a connector (secrets are reported by name only)."""
     return service.public(get_owned(session, Connector, ws, connector_id), clock())
@@ -72,7 +72,7 @@ def read_connector(
 @router.patch("/{connector_id}", response_model=ConnectorPublic)
 def update_connector(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: AdminWorkspace,
     clock: ClockDep,
     connector_id: int,
     data: ConnectorUpdate,
@@ -84,7 +84,7 @@ def update_connector(
 
 
 @router.delete("/{connector_id}", status_code=204)
-def delete_connector(session: SessionDep, ws: CurrentWorkspace, connector_id: int) -> None:
+def delete_connector(session: SessionDep, ws: AdminWorkspace, connector_id: int) -> None:
     """Delete a connector with its synced records and runs."""
     session.delete(get_owned(session, Connector, ws, connector_id))
     session.commit()
@@ -93,7 +93,7 @@ def delete_connector(session: SessionDep, ws: CurrentWorkspace, connector_id: in
 @router.post("/{connector_id}/check", response_model=CheckPublic)
 def check_connector(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: AdminWorkspace,
     settings: SettingsDep,
     clock: ClockDep,
     connector_id: int,
@@ -120,7 +120,7 @@ def check_connector(
 
 @router.post("/{connector_id}/sync", response_model=SyncRunPublic)
 def sync_connector(
-    request: Request, session: SessionDep, ws: CurrentWorkspace, connector_id: int
+    request: Request, session: SessionDep, ws: AdminWorkspace, connector_id: int
 ) -> SyncRun:
     """Run a sync now and return the finished run (409 if one is already running)."""
     get_owned(session, Connector, ws, connector_id)
@@ -130,7 +130,7 @@ def sync_connector(
 @router.get("/{connector_id}/runs", response_model=Page[SyncRunPublic])
 def list_runs(
     session: SessionDep,
-    ws: CurrentWorkspace,
+    ws: AdminWorkspace,
     settings: SettingsDep,
     connector_id: int,
     limit: Limit = None,

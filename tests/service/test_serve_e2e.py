@@ -25,6 +25,7 @@ STARTUP_TIMEOUT_S = 120.0
 REPO = Path(__file__).resolve().parents[2]
 #: uvicorn's startup line, which carries the port the OS picked.
 LISTENING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
+DEMO_TOKEN = re.compile(r"^    (okr_\S+)$", re.M)
 NPS_TITLE = "NPS above 80 for new customers"
 
 
@@ -40,7 +41,9 @@ def _command(wall_clock: str | None) -> list[str]:
 
 
 @contextmanager
-def serving(tmp_path: Path, database_url: str, wall_clock: str | None = None) -> Iterator[str]:
+def serving(
+    tmp_path: Path, database_url: str, wall_clock: str | None = None
+) -> Iterator[tuple[str, str | None]]:
     """Run `okr-sync serve` on a port the OS picks until it is ready; yield its base URL;
     stop it whatever happens."""
     wall_clock = wall_clock or os.environ.get(WALL_CLOCK_ENV)
@@ -79,7 +82,9 @@ def serving(tmp_path: Path, database_url: str, wall_clock: str | None = None) ->
                         f"okr-sync serve not ready in {STARTUP_TIMEOUT_S}s:\n{log.read_text()}"
                     )
                 time.sleep(0.2)
-            yield base
+            # The demo's admin token is printed once, at the start that loads it.
+            token = DEMO_TOKEN.search(log.read_text())
+            yield base, token.group(1) if token else None
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
@@ -108,7 +113,11 @@ def test_given_a_fresh_install_when_served_then_the_demo_answers_and_survives_a_
     tmp_path: Path,
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'okr-sync.db'}"
-    with serving(tmp_path, database_url) as base, httpx.Client(base_url=base, timeout=30) as client:
+    with serving(tmp_path, database_url) as (base, token):
+        assert token is not None
+        auth = {"Authorization": f"Bearer {token}"}
+        client = httpx.Client(base_url=base, timeout=30, headers=auth)
+        assert httpx.get(f"{base}{API}/objectives", headers=DEMO).status_code == 401
         assert client.get("/healthz").json() == {"status": "ok"}
         objectives = _all(client, "objectives")
         assert len(objectives) == 2
@@ -124,7 +133,9 @@ def test_given_a_fresh_install_when_served_then_the_demo_answers_and_survives_a_
             assert 0 <= body["expected_progress"] <= 1
         before = {r: len(_all(client, r)) for r in ("teams", "periods", "initiatives")}
 
-    with serving(tmp_path, database_url) as base, httpx.Client(base_url=base, timeout=30) as client:
+    with serving(tmp_path, database_url) as (base, again):
+        assert again is None  # printed once: the demo is not loaded twice
+        client = httpx.Client(base_url=base, timeout=30, headers=auth)
         workspaces = client.get(f"{API}/workspaces").json()["items"]
         assert [w["slug"] for w in workspaces] == ["tartempion"]
         assert len(_all(client, "objectives")) == 2
@@ -139,8 +150,10 @@ def test_given_serve_started_in_january_or_july_then_every_key_result_has_a_valu
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'okr-sync.db'}"
     with (
-        serving(tmp_path, database_url, wall_clock) as base,
-        httpx.Client(base_url=base, timeout=30) as client,
+        serving(tmp_path, database_url, wall_clock) as (base, token),
+        httpx.Client(
+            base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        ) as client,
     ):
         tree = client.get(f"{API}/progress", headers=DEMO)
         assert tree.status_code == 200, tree.text

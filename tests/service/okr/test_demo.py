@@ -10,10 +10,9 @@ from sqlmodel import Session, SQLModel
 
 import service.models  # noqa: F401 - registers every table
 from service.demo import load_tartempion
-from service.deps import get_clock
 from service.main import create_app
 from service.okr.models import Period
-from tests.conftest import FROZEN_NOW, FrozenClock, make_settings
+from tests.conftest import FROZEN_NOW, FrozenClock, bearer, issue_token, make_settings
 from tests.factories import API, list_all, ok
 
 DEMO = "tartempion"
@@ -112,9 +111,9 @@ def test_given_the_demo_setting_when_the_app_starts_twice_then_the_demo_is_not_d
 ) -> None:
     settings = make_settings(database_url, load_demo=True)
     for _ in range(2):
-        app = create_app(settings, engine)
-        app.dependency_overrides[get_clock] = lambda: clock
+        app = create_app(settings, engine, clock=clock)
         with TestClient(app, raise_server_exceptions=False) as client:
+            client.headers.update(bearer(issue_token(engine)))
             slugs = [w["slug"] for w in list_all(client, "workspaces")]
             assert slugs == [DEMO]
             assert len(list_all(client, "objectives")) == 2

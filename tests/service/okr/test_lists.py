@@ -9,9 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from service.deps import get_clock
 from service.main import create_app
-from tests.conftest import FrozenClock, make_settings
+from tests.conftest import FrozenClock, bearer, issue_token, make_settings
 from tests.factories import (
     API,
     assert_problem,
@@ -33,9 +32,10 @@ RESOURCES = ("teams", "periods", "objectives", "key-results", "initiatives", "wo
 @pytest.fixture
 def small_pages(database_url: str, engine: Engine, clock: FrozenClock) -> Iterator[TestClient]:
     """A client over an app whose pages hold 3 rows by default and 4 at most."""
-    app = create_app(make_settings(database_url, page_limit_default=3, page_limit_max=4), engine)
-    app.dependency_overrides[get_clock] = lambda: clock
+    settings = make_settings(database_url, page_limit_default=3, page_limit_max=4)
+    app = create_app(settings, engine, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers.update(bearer(issue_token(engine)))
         yield client
 
 

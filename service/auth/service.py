@@ -1,0 +1,210 @@
+"""Tokens: creation (shown once, stored hashed), resolution, revocation; and the audit log.
+
+Tokens are 256-bit random strings, so one SHA-256 is enough to store them (no password
+hashing: nothing to brute-force), and lookups are a unique-index hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import Session as OrmSession
+from sqlmodel import Session, SQLModel, select
+
+from service.auth.models import ApiToken, AuditEvent, Role, TokenCreate
+from service.errors import ForbiddenError, UnauthorizedError
+
+#: Every token starts with this, so secret scanners (and people) recognise one.
+TOKEN_PREFIX = "okr_"
+#: `last_used_at` is written at most this often per token: a dashboard polling every
+#: second must not turn every read into a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who makes a request: a token, or the command line."""
+
+    name: str
+    role: Role
+    #: None: deployment-wide (may create workspaces and act in any of them).
+    workspace_id: int | None
+    token_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (token {self.token_id})" if self.token_id else self.name
+
+
+#: The command line acts with every right (whoever runs it has the database already).
+CLI = Principal(name="cli", role=Role.admin, workspace_id=None)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    session: Session,
+    workspace_id: int | None,
+    data: TokenCreate,
+    now: datetime,
+    created_by: str | None,
+) -> tuple[ApiToken, str]:
+    """A new token row and the token itself (returned this once)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        workspace_id=workspace_id,
+        name=data.name,
+        role=data.role,
+        token_hash=hash_token(token),
+        prefix=token[: len(TOKEN_PREFIX) + 4],
+        created_at=now,
+        created_by=created_by,
+        expires_at=data.expires_at,
+    )
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def authenticate(session: Session, token: str | None, now: datetime) -> Principal:
+    """The principal of a bearer token; 401 when missing, unknown, revoked or expired."""
+    if not token:
+        raise UnauthorizedError("a bearer token is required (Authorization: Bearer <token>)")
+    row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
+    if row is None:
+        raise UnauthorizedError("unknown token")
+    if row.revoked_at is not None:
+        raise UnauthorizedError("this token was revoked")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise UnauthorizedError("this token has expired")
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        session.commit()
+    assert row.id is not None
+    return Principal(
+        name=row.name, role=Role(row.role), workspace_id=row.workspace_id, token_id=row.id
+    )
+
+
+def require(principal: Principal, role: Role) -> None:
+    if principal.role.rank < role.rank:
+        raise ForbiddenError(f"this needs the {role.value} role; the token is {principal.role}")
+
+
+# ---------------------------------------------------------------------------- audit log
+
+#: Tables whose changes are audited, and how their entity is named.
+AUDITED = {
+    "team": "team",
+    "period": "period",
+    "objective": "objective",
+    "key_result": "key_result",
+    "initiative": "initiative",
+    "check_in": "check_in",
+    "mapping": "mapping",
+    "connector": "connector",
+    "workspace": "workspace",
+    "api_token": "token",
+}
+#: Columns never written to the audit log as values.
+MASKED = {"secrets", "token_hash"}
+#: Columns that change on their own (syncs, evaluation), not by a person: not audited.
+IGNORED = {
+    "value",
+    "value_at",
+    "value_details",
+    "last_synced_at",
+    "last_success_at",
+    "last_run_at",
+    "last_run_status",
+    "last_error",
+    "lease_until",
+    "lease_owner",
+    "last_used_at",
+    "updated_at",
+    "next_run_at",
+}
+AUDIT_ACTOR = "audit_actor"
+AUDIT_NOW = "audit_now"
+
+
+def act_as(session: Session, principal: Principal, now: datetime) -> None:
+    """Attribute the changes this session flushes to `principal`, at `now`."""
+    session.info[AUDIT_ACTOR] = principal
+    session.info[AUDIT_NOW] = now
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, dict | list | str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _changes(obj: SQLModel, action: str) -> dict[str, Any]:
+    state = inspect(obj)
+    changes: dict[str, Any] = {}
+    for attr in state.mapper.column_attrs:
+        key = attr.key
+        if key in IGNORED or key == "id":
+            continue
+        history = state.attrs[key].history
+        if action == "update" and not history.has_changes():
+            continue
+        old = history.deleted[0] if history.deleted else None
+        new = history.added[0] if history.added else getattr(obj, key)
+        if action == "create":
+            old = None
+        elif action == "delete":
+            old, new = getattr(obj, key), None
+        if key in MASKED:
+            old, new = ("***" if old else None), ("***" if new else None)
+        changes[key] = [_plain(old), _plain(new)]
+    return changes
+
+
+@event.listens_for(OrmSession, "after_flush")
+def _audit(session: OrmSession, _context: Any) -> None:
+    # after_flush: new rows have their ids, and new/dirty/deleted and attribute histories
+    # still show what this flush wrote. The events are flushed by the commit's next pass.
+    principal: Principal | None = session.info.get(AUDIT_ACTOR)
+    if principal is None:
+        return
+    now: datetime = session.info[AUDIT_NOW]
+    pending: list[tuple[str, SQLModel]] = [("create", o) for o in session.new]
+    pending += [("update", o) for o in session.dirty if session.is_modified(o)]
+    pending += [("delete", o) for o in session.deleted]
+    events = []
+    for action, obj in pending:
+        entity = AUDITED.get(getattr(obj, "__tablename__", ""))
+        if entity is None:
+            continue
+        changes = _changes(obj, action)
+        if action == "update" and not changes:
+            continue
+        workspace_id = getattr(obj, "workspace_id", None)
+        if entity == "workspace":
+            workspace_id = None if action == "delete" else getattr(obj, "id", None)
+        events.append((obj, action, entity, workspace_id, changes))
+    for obj, action, entity, workspace_id, changes in events:
+        session.add(
+            AuditEvent(
+                workspace_id=workspace_id,
+                at=now,
+                actor=principal.label,
+                action=action,
+                entity=entity,
+                entity_id=getattr(obj, "id", None),
+                changes=changes,
+            )
+        )
