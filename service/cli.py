@@ -33,6 +33,10 @@ def serve(
     from service.main import create_app
 
     settings = Settings()
+    if host not in ("0.0.0.0", "::", "") and "*" not in settings.allowed_hosts:
+        # The address the server binds to reaches it, so requests may name it as their Host.
+        bound = f"[{host}]" if ":" in host else host
+        settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, bound]})
     typer.echo(
         f"okr-sync on http://{host}:{port}  (docs: /docs, database: {settings.database_url})"
     )

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine, text
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service import db
 from service.auth.models import Role, TokenCreate
@@ -19,6 +20,7 @@ from service.auth.routes import router as auth_router
 from service.auth.service import create_token
 from service.clock import Clock, in_utc, utc_now
 from service.errors import install_error_handlers, problem
+from service.limits import BodySizeLimit
 from service.mappings.routes import router as mappings_router
 from service.okr.routes import router as okr_router
 from service.progress.routes import router as progress_router
@@ -116,6 +118,9 @@ def create_app(
     app.state.rate_limiter = MovingWindowRateLimiter(MemoryStorage())
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    # Outermost last: the Host is checked first, then the body is bounded while it streams.
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
 
     api = APIRouter(prefix="/api/v1")
     api.include_router(workspaces_router)

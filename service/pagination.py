@@ -6,14 +6,26 @@ import base64
 import binascii
 from typing import Annotated, Generic, TypeVar
 
+from annotated_types import Ge, Le
 from fastapi import Query
 from pydantic import BaseModel
 
 from service.errors import InvalidError
 from service.settings import Settings
 
-#: The `limit` and `cursor` query parameters every list endpoint takes.
-Limit = Annotated[int | None, Query(ge=1, description="Page size (capped by the server).")]
+#: The largest id an INTEGER column holds; larger ids exist nowhere (PostgreSQL refuses to
+#: compare them with an INTEGER column, SQLite to bind them past 2**63 - 1).
+MAX_ID = 2**31 - 1
+
+#: Any id a path or query parameter names (a request body's are checked where they are
+#: used): out of the columns' range is a 422 naming the parameter, never a database error.
+Id = Annotated[int, Ge(1), Le(MAX_ID)]
+
+#: The `limit` and `cursor` query parameters every list endpoint takes. No page holds more
+#: rows than ids exist, so a larger limit is a mistake rather than a wish.
+Limit = Annotated[
+    int | None, Query(ge=1, le=MAX_ID, description="Page size (capped by the server).")
+]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 

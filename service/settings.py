@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Host names a request may be addressed to unless `OKR_ALLOWED_HOSTS` says otherwise:
+#: the loopback ones (`okr-sync serve` adds the address it binds to).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class Settings(BaseSettings):
@@ -44,10 +48,40 @@ class Settings(BaseSettings):
     #: Default page size of list endpoints, and its maximum.
     page_limit_default: int = Field(default=50, ge=1)
     page_limit_max: int = Field(default=500, ge=1)
+    #: Largest request body read; larger ones are refused with 413 before being parsed.
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    #: Host names requests may carry in `Host` (comma-separated in the environment;
+    #: `*.example.com` matches subdomains, `*` alone disables the check).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(LOOPBACK_HOSTS), min_length=1
+    )
+    #: A metric spec may hold this many conditions in all (filters and groups, both sides
+    #: of a ratio together) ...
+    spec_filters_max_count: int = Field(default=200, ge=1)
+    #: ... nest groups this deep (a group in a spec's `filters` is at depth 1) ...
+    spec_group_max_depth: int = Field(default=5, ge=0)
+    #: ... and list this many values in one filter (`in`, `not_in`).
+    spec_filter_values_max_count: int = Field(default=1000, ge=2)
     #: A target this many times the previous equivalent window's value is a stretch ...
     ambition_stretch_ratio: float = Field(default=1.5, gt=0)
     #: ... and this many times, unrealistic (progress reads flag it).
     ambition_unrealistic_ratio: float = Field(default=3.0, gt=0)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, hosts: list[str]) -> list[str]:
+        # Starlette asserts this when the app is built; say it when the setting is read.
+        for host in hosts:
+            if host != "*" and ("*" in host[1:] or (host[:1] == "*" and host[:2] != "*.")):
+                raise ValueError(f"{host!r}: a wildcard is `*` alone or a `*.` prefix")
+        return hosts
 
     @field_validator("database_url")
     @classmethod

@@ -150,6 +150,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "migrate_on_start": False,
         "load_demo": False,
         "role": "api",
+        # The Host header Starlette's TestClient sends.
+        "allowed_hosts": ["testserver"],
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from service.auth.models import (
 )
 from service.deps import AdminWorkspace, ClockDep, PrincipalDep, SessionDep, SettingsDep
 from service.okr.service import get_owned, page_of
-from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
+from service.pagination import Cursor, Id, Limit, Page, decode_cursor, page_size
 
 router = APIRouter(tags=["tokens"])
 
@@ -53,7 +53,7 @@ def create_token(
 
 @router.delete("/tokens/{token_id}", response_model=TokenPublic)
 def revoke_token(
-    session: SessionDep, ws: AdminWorkspace, clock: ClockDep, token_id: int
+    session: SessionDep, ws: AdminWorkspace, clock: ClockDep, token_id: Id
 ) -> ApiToken:
     """Revoke a token: from now on it answers 401. Revoking twice keeps the first time."""
     row = get_owned(session, ApiToken, ws, token_id)

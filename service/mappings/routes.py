@@ -23,10 +23,10 @@ from service.mappings.models import (
     PreviewPublic,
     PreviewRequest,
 )
-from service.mappings.spec import EXAMPLES, UNION_TAGS
+from service.mappings.spec import EXAMPLES, UNION_TAGS, check_limits
 from service.okr.models import KeyResult
 from service.okr.service import get_owned, page_of
-from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
+from service.pagination import Cursor, Id, Limit, Page, decode_cursor, page_size
 
 
 def clean_location(loc: tuple[Any, ...] | list[Any], error_type: str) -> list[Any]:
@@ -94,7 +94,7 @@ def list_mappings(
     settings: SettingsDep,
     limit: Limit = None,
     cursor: Cursor = None,
-    key_result_id: Annotated[int | None, Query(description="Only this key result's.")] = None,
+    key_result_id: Annotated[Id | None, Query(description="Only this key result's.")] = None,
 ) -> Page[MappingPublic]:
     """List the workspace's mappings (key result ↔ metric bindings)."""
     query = select(Mapping).where(Mapping.workspace_id == ws.id)
@@ -109,9 +109,11 @@ def create_mapping(
     session: SessionDep,
     ws: EditorWorkspace,
     clock: ClockDep,
+    settings: SettingsDep,
     data: Annotated[MappingCreate, Body(openapi_examples=_CREATE_EXAMPLES)],
 ) -> MappingPublic:
     """Bind a key result to a metric spec and evaluate it over the records synced so far."""
+    check_limits(data.spec, settings)
     mapping = service.create_mapping(session, ws, data, clock())
     session.commit()
     return service.mapping_public(session, mapping)
@@ -122,9 +124,11 @@ def preview_mapping(
     session: SessionDep,
     ws: EditorWorkspace,
     clock: ClockDep,
+    settings: SettingsDep,
     data: Annotated[PreviewRequest, Body(openapi_examples=_PREVIEW_EXAMPLES)],
 ) -> PreviewPublic:
     """Evaluate a spec without saving it: the value, the counts and a sample of records."""
+    check_limits(data.spec, settings)
     try:
         return service.preview(session, ws, data, clock())
     finally:
@@ -133,7 +137,7 @@ def preview_mapping(
 
 
 @router.get("/mappings/{mapping_id}", response_model=MappingPublic)
-def read_mapping(session: SessionDep, ws: EditorWorkspace, mapping_id: int) -> MappingPublic:
+def read_mapping(session: SessionDep, ws: EditorWorkspace, mapping_id: Id) -> MappingPublic:
     """Read a mapping: its current spec, version, value and baseline."""
     return service.mapping_public(session, get_owned(session, Mapping, ws, mapping_id))
 
@@ -143,10 +147,12 @@ def update_mapping(
     session: SessionDep,
     ws: EditorWorkspace,
     clock: ClockDep,
-    mapping_id: int,
+    settings: SettingsDep,
+    mapping_id: Id,
     data: Annotated[MappingUpdate, Body(openapi_examples=_UPDATE_EXAMPLES)],
 ) -> MappingPublic:
     """Replace a mapping's spec; this makes a new version and re-evaluates the key result."""
+    check_limits(data.spec, settings)
     mapping = get_owned(session, Mapping, ws, mapping_id)
     mapping = service.update_mapping(session, ws, mapping, data, clock())
     session.commit()
@@ -154,7 +160,7 @@ def update_mapping(
 
 
 @router.delete("/mappings/{mapping_id}", status_code=204)
-def delete_mapping(session: SessionDep, ws: EditorWorkspace, mapping_id: int) -> None:
+def delete_mapping(session: SessionDep, ws: EditorWorkspace, mapping_id: Id) -> None:
     """Unbind a key result: it keeps its value and history and becomes manual."""
     service.delete_mapping(session, get_owned(session, Mapping, ws, mapping_id))
     session.commit()
@@ -162,7 +168,7 @@ def delete_mapping(session: SessionDep, ws: EditorWorkspace, mapping_id: int) ->
 
 @router.get("/mappings/{mapping_id}/versions", response_model=list[MappingVersionPublic])
 def list_mapping_versions(
-    session: SessionDep, ws: EditorWorkspace, mapping_id: int
+    session: SessionDep, ws: EditorWorkspace, mapping_id: Id
 ) -> list[MappingVersion]:
     """Every version of a mapping's spec, oldest first."""
     mapping = get_owned(session, Mapping, ws, mapping_id)
@@ -181,7 +187,7 @@ def explain_key_result(
     ws: ViewerWorkspace,
     clock: ClockDep,
     settings: SettingsDep,
-    key_result_id: int,
+    key_result_id: Id,
     part: Annotated[
         str | None,
         Query(description="Whose records to list: value, numerator, denominator or responses."),

@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from connectors.base import RecordKind
+from service.errors import InvalidError
+from service.settings import Settings
 
 # ---------------------------------------------------------------------------- filters
 
@@ -238,6 +240,50 @@ def dump_spec(spec: MetricSpec) -> dict[str, Any]:
     """The spec as the JSON stored in a mapping version (defaults made explicit)."""
     dumped: dict[str, Any] = metric_spec_adapter.dump_python(spec, mode="json")
     return dumped
+
+
+def check_limits(spec: MetricSpec, settings: Settings) -> None:
+    """Refuse a spec larger than the settings allow, naming where it goes over.
+
+    Called as soon as a request's spec is parsed, before anything is planned or evaluated:
+    the work of evaluating grows with the number of conditions and their nesting, and
+    pydantic alone bounds only each list (50 entries), not their product.
+    """
+    sides = (
+        [("spec.numerator.filters", spec.numerator), ("spec.denominator.filters", spec.denominator)]
+        if isinstance(spec, RatioSpec)
+        else [("spec.filters", spec)]
+    )
+    count = 0
+    for top, over in sides:
+        # Iterative, so that no nesting the parser accepted can exhaust the stack here.
+        pending: list[tuple[str, list[Condition], int]] = [(top, over.filters, 1)]
+        while pending:
+            path, conditions, depth = pending.pop()
+            count += len(conditions)
+            if count > settings.spec_filters_max_count:
+                raise InvalidError(
+                    f"a spec holds at most {settings.spec_filters_max_count} filters and "
+                    "groups in all",
+                    field=top,
+                )
+            for i, condition in enumerate(conditions):
+                where = f"{path}.{i}"
+                if isinstance(condition, FilterGroup):
+                    if depth > settings.spec_group_max_depth:
+                        raise InvalidError(
+                            f"filter groups nest at most {settings.spec_group_max_depth} deep",
+                            field=where,
+                        )
+                    pending.append((f"{where}.filters", condition.filters, depth + 1))
+                elif (
+                    isinstance(condition.value, list)
+                    and len(condition.value) > settings.spec_filter_values_max_count
+                ):
+                    raise InvalidError(
+                        f"a filter lists at most {settings.spec_filter_values_max_count} values",
+                        field=f"{where}.value",
+                    )
 
 
 # ---------------------------------------------------------------------------- examples

@@ -37,14 +37,14 @@ from service.okr.models import (
     TeamPublic,
     TeamUpdate,
 )
-from service.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor, page_size
+from service.pagination import Cursor, Id, Limit, Page, decode_cursor, encode_cursor, page_size
 from service.progress.maths import Status
 from service.progress.service import key_result_progress, objectives_progress
 
 router = APIRouter()
 R = TypeVar("R", Objective, KeyResult)
 
-IdFilter = Annotated[int | None, Query(ge=1, le=service.MAX_ID)]
+IdFilter = Annotated[Id | None, Query()]
 
 
 def _page_by_status(candidates: Iterable[R], size: int, matches: Callable[[R], bool]) -> Page[Any]:
@@ -90,13 +90,13 @@ def create_team(session: SessionDep, ws: EditorWorkspace, data: TeamCreate) -> T
 
 
 @router.get("/teams/{team_id}", response_model=TeamPublic, tags=["teams"])
-def read_team(session: SessionDep, ws: ViewerWorkspace, team_id: int) -> Team:
+def read_team(session: SessionDep, ws: ViewerWorkspace, team_id: Id) -> Team:
     """Read a team."""
     return service.get_owned(session, Team, ws, team_id)
 
 
 @router.patch("/teams/{team_id}", response_model=TeamPublic, tags=["teams"])
-def update_team(session: SessionDep, ws: EditorWorkspace, team_id: int, data: TeamUpdate) -> Team:
+def update_team(session: SessionDep, ws: EditorWorkspace, team_id: Id, data: TeamUpdate) -> Team:
     """Rename a team or move it under another parent."""
     team = service.update_team(session, ws, service.get_owned(session, Team, ws, team_id), data)
     session.commit()
@@ -104,7 +104,7 @@ def update_team(session: SessionDep, ws: EditorWorkspace, team_id: int, data: Te
 
 
 @router.delete("/teams/{team_id}", status_code=204, tags=["teams"])
-def delete_team(session: SessionDep, ws: EditorWorkspace, team_id: int) -> None:
+def delete_team(session: SessionDep, ws: EditorWorkspace, team_id: Id) -> None:
     """Delete a team that owns no objective and no sub-team."""
     service.delete_team(session, service.get_owned(session, Team, ws, team_id))
     session.commit()
@@ -138,14 +138,14 @@ def create_period(session: SessionDep, ws: EditorWorkspace, data: PeriodCreate) 
 
 
 @router.get("/periods/{period_id}", response_model=PeriodPublic, tags=["periods"])
-def read_period(session: SessionDep, ws: ViewerWorkspace, period_id: int) -> Period:
+def read_period(session: SessionDep, ws: ViewerWorkspace, period_id: Id) -> Period:
     """Read a period."""
     return service.get_owned(session, Period, ws, period_id)
 
 
 @router.patch("/periods/{period_id}", response_model=PeriodPublic, tags=["periods"])
 def update_period(
-    session: SessionDep, ws: EditorWorkspace, period_id: int, data: PeriodUpdate
+    session: SessionDep, ws: EditorWorkspace, period_id: Id, data: PeriodUpdate
 ) -> Period:
     """Rename a period or change its dates."""
     period = service.update_period(session, service.get_owned(session, Period, ws, period_id), data)
@@ -154,7 +154,7 @@ def update_period(
 
 
 @router.delete("/periods/{period_id}", status_code=204, tags=["periods"])
-def delete_period(session: SessionDep, ws: EditorWorkspace, period_id: int) -> None:
+def delete_period(session: SessionDep, ws: EditorWorkspace, period_id: Id) -> None:
     """Delete a period that has no objective."""
     service.delete_period(session, service.get_owned(session, Period, ws, period_id))
     session.commit()
@@ -211,14 +211,14 @@ def create_objective(
 
 
 @router.get("/objectives/{objective_id}", response_model=ObjectivePublic, tags=["objectives"])
-def read_objective(session: SessionDep, ws: ViewerWorkspace, objective_id: int) -> Objective:
+def read_objective(session: SessionDep, ws: ViewerWorkspace, objective_id: Id) -> Objective:
     """Read an objective."""
     return service.get_owned(session, Objective, ws, objective_id)
 
 
 @router.patch("/objectives/{objective_id}", response_model=ObjectivePublic, tags=["objectives"])
 def update_objective(
-    session: SessionDep, ws: EditorWorkspace, objective_id: int, data: ObjectiveUpdate
+    session: SessionDep, ws: EditorWorkspace, objective_id: Id, data: ObjectiveUpdate
 ) -> Objective:
     """Change an objective (title, period, team, parent, weight)."""
     objective = service.get_owned(session, Objective, ws, objective_id)
@@ -228,7 +228,7 @@ def update_objective(
 
 
 @router.delete("/objectives/{objective_id}", status_code=204, tags=["objectives"])
-def delete_objective(session: SessionDep, ws: EditorWorkspace, objective_id: int) -> None:
+def delete_objective(session: SessionDep, ws: EditorWorkspace, objective_id: Id) -> None:
     """Delete an objective with its key results and their history."""
     service.delete_objective(session, service.get_owned(session, Objective, ws, objective_id))
     session.commit()
@@ -290,14 +290,14 @@ def create_key_result(
 
 
 @router.get("/key-results/{key_result_id}", response_model=KeyResultPublic, tags=["key results"])
-def read_key_result(session: SessionDep, ws: ViewerWorkspace, key_result_id: int) -> KeyResult:
+def read_key_result(session: SessionDep, ws: ViewerWorkspace, key_result_id: Id) -> KeyResult:
     """Read a key result."""
     return service.get_owned(session, KeyResult, ws, key_result_id)
 
 
 @router.patch("/key-results/{key_result_id}", response_model=KeyResultPublic, tags=["key results"])
 def update_key_result(
-    session: SessionDep, ws: EditorWorkspace, key_result_id: int, data: KeyResultUpdate
+    session: SessionDep, ws: EditorWorkspace, key_result_id: Id, data: KeyResultUpdate
 ) -> KeyResult:
     """Change a key result (kind, start, target, window...)."""
     key_result = service.get_owned(session, KeyResult, ws, key_result_id)
@@ -307,7 +307,7 @@ def update_key_result(
 
 
 @router.delete("/key-results/{key_result_id}", status_code=204, tags=["key results"])
-def delete_key_result(session: SessionDep, ws: EditorWorkspace, key_result_id: int) -> None:
+def delete_key_result(session: SessionDep, ws: EditorWorkspace, key_result_id: Id) -> None:
     """Delete a key result and its history."""
     session.delete(service.get_owned(session, KeyResult, ws, key_result_id))
     session.commit()
@@ -323,7 +323,7 @@ def create_check_in(
     session: SessionDep,
     ws: EditorWorkspace,
     clock: ClockDep,
-    key_result_id: int,
+    key_result_id: Id,
     data: CheckInCreate,
 ) -> KeyResultValue:
     """Record a manual value (with a note) in the key result's history."""
@@ -342,7 +342,7 @@ def key_result_history(
     session: SessionDep,
     ws: ViewerWorkspace,
     settings: SettingsDep,
-    key_result_id: int,
+    key_result_id: Id,
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[Any]:
@@ -398,7 +398,7 @@ def create_initiative(
 
 @router.get("/initiatives/{initiative_id}", response_model=InitiativePublic, tags=["initiatives"])
 def read_initiative(
-    session: SessionDep, ws: ViewerWorkspace, initiative_id: int
+    session: SessionDep, ws: ViewerWorkspace, initiative_id: Id
 ) -> InitiativePublic:
     """Read an initiative."""
     initiative = service.get_owned(session, Initiative, ws, initiative_id)
@@ -407,7 +407,7 @@ def read_initiative(
 
 @router.patch("/initiatives/{initiative_id}", response_model=InitiativePublic, tags=["initiatives"])
 def update_initiative(
-    session: SessionDep, ws: EditorWorkspace, initiative_id: int, data: InitiativeUpdate
+    session: SessionDep, ws: EditorWorkspace, initiative_id: Id, data: InitiativeUpdate
 ) -> InitiativePublic:
     """Change an initiative (status, progress, owner, linked key results...)."""
     initiative = service.get_owned(session, Initiative, ws, initiative_id)
@@ -417,7 +417,7 @@ def update_initiative(
 
 
 @router.delete("/initiatives/{initiative_id}", status_code=204, tags=["initiatives"])
-def delete_initiative(session: SessionDep, ws: EditorWorkspace, initiative_id: int) -> None:
+def delete_initiative(session: SessionDep, ws: EditorWorkspace, initiative_id: Id) -> None:
     """Delete an initiative."""
     session.delete(service.get_owned(session, Initiative, ws, initiative_id))
     session.commit()

@@ -37,7 +37,7 @@ from service.okr.models import (
     ValueSource,
     check_key_result,
 )
-from service.pagination import encode_cursor
+from service.pagination import MAX_ID, encode_cursor
 from service.workspaces.models import Workspace
 
 M = TypeVar("M", bound=SQLModel)
@@ -49,11 +49,6 @@ _NAMES = {
     KeyResult: "key result",
     Initiative: "initiative",
 }
-
-
-#: The largest id an INTEGER column holds; larger ids exist nowhere (PostgreSQL would refuse
-#: to compare them with an INTEGER column, SQLite to bind them past 2**63 - 1).
-MAX_ID = 2**31 - 1
 
 
 def max_id(model: type[SQLModel]) -> int:

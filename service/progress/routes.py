@@ -10,6 +10,7 @@ from service.deps import ClockDep, SessionDep, ViewerWorkspace
 from service.http_cache import cached_json
 from service.okr.models import KeyResult, Objective
 from service.okr.service import find_period, get_owned
+from service.pagination import Id
 from service.progress.models import KeyResultProgress, ObjectiveProgress, PeriodProgress
 from service.progress.service import key_result_progress, objectives_progress, period_progress
 
@@ -28,7 +29,7 @@ def read_key_result_progress(
     session: SessionDep,
     ws: ViewerWorkspace,
     clock: ClockDep,
-    key_result_id: int,
+    key_result_id: Id,
 ) -> Response:
     """A key result's progress object."""
     kr = get_owned(session, KeyResult, ws, key_result_id)
@@ -42,7 +43,7 @@ def read_objective_progress(
     session: SessionDep,
     ws: ViewerWorkspace,
     clock: ClockDep,
-    objective_id: int,
+    objective_id: Id,
 ) -> Response:
     """An objective's progress: the weighted mean of its key results, with theirs."""
     objective = get_owned(session, Objective, ws, objective_id)
@@ -63,7 +64,7 @@ def read_period_progress(
             "containing today in the workspace's time zone (the default).",
         ),
     ] = "current",
-    team: Annotated[int | None, Query(description="Only this team's objectives.")] = None,
+    team: Annotated[Id | None, Query(description="Only this team's objectives.")] = None,
 ) -> Response:
     """The whole tree of a period: objectives > key results > initiatives."""
     found = find_period(session, ws, period, clock())

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from connectors.errors import ConnectorError
 from service.deps import AdminWorkspace, ClockDep, SessionDep, SettingsDep
 from service.okr.service import get_owned, page_of
-from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
+from service.pagination import Cursor, Id, Limit, Page, decode_cursor, page_size
 from service.sync import secrets as secret_store
 from service.sync import service
 from service.sync.engine import SyncEngine, runtime_for
@@ -63,7 +63,7 @@ def create_connector(
 
 @router.get("/{connector_id}", response_model=ConnectorPublic)
 def read_connector(
-    session: SessionDep, ws: AdminWorkspace, clock: ClockDep, connector_id: int
+    session: SessionDep, ws: AdminWorkspace, clock: ClockDep, connector_id: Id
 ) -> ConnectorPublic:
     """Read a connector (secrets are reported by name only)."""
     return service.public(get_owned(session, Connector, ws, connector_id), clock())
@@ -74,7 +74,7 @@ def update_connector(
     session: SessionDep,
     ws: AdminWorkspace,
     clock: ClockDep,
-    connector_id: int,
+    connector_id: Id,
     data: ConnectorUpdate,
 ) -> ConnectorPublic:
     """Change a connector's name, configuration, secrets, kinds or schedule."""
@@ -84,7 +84,7 @@ def update_connector(
 
 
 @router.delete("/{connector_id}", status_code=204)
-def delete_connector(session: SessionDep, ws: AdminWorkspace, connector_id: int) -> None:
+def delete_connector(session: SessionDep, ws: AdminWorkspace, connector_id: Id) -> None:
     """Delete a connector with its synced records and runs."""
     session.delete(get_owned(session, Connector, ws, connector_id))
     session.commit()
@@ -96,7 +96,7 @@ def check_connector(
     ws: AdminWorkspace,
     settings: SettingsDep,
     clock: ClockDep,
-    connector_id: int,
+    connector_id: Id,
 ) -> CheckPublic:
     """Probe the connector's credentials and configuration with one cheap call."""
     row = get_owned(session, Connector, ws, connector_id)
@@ -120,7 +120,7 @@ def check_connector(
 
 @router.post("/{connector_id}/sync", response_model=SyncRunPublic)
 def sync_connector(
-    request: Request, session: SessionDep, ws: AdminWorkspace, connector_id: int
+    request: Request, session: SessionDep, ws: AdminWorkspace, connector_id: Id
 ) -> SyncRun:
     """Run a sync now and return the finished run (409 if one is already running)."""
     get_owned(session, Connector, ws, connector_id)
@@ -132,7 +132,7 @@ def list_runs(
     session: SessionDep,
     ws: AdminWorkspace,
     settings: SettingsDep,
-    connector_id: int,
+    connector_id: Id,
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[Any]:

@@ -40,22 +40,15 @@ class WorkspaceBase(Text):
     timezone: str = Field(default="UTC", max_length=64)
     #: A key result is on track while progress >= expected - on_track_margin.
     on_track_margin: float = Field(default=0.10, ge=0, le=1)
-    #: ... and at risk while progress >= expected - at_risk_margin.
+    #: ... and at risk while progress >= expected - at_risk_margin (never below on_track_margin:
+    #: `service.workspaces.service.check_margins`, on create and update, so that reads never
+    #: re-check what was stored).
     at_risk_margin: float = Field(default=0.25, ge=0, le=1)
 
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
         return check_timezone(value)
-
-    @field_validator("at_risk_margin")
-    @classmethod
-    def _margins(cls, at_risk: float, info: ValidationInfo) -> float:
-        # A field validator (not a model one) so that the error names `at_risk_margin`.
-        on_track = info.data.get("on_track_margin")
-        if on_track is not None and at_risk < on_track:
-            raise ValueError("at_risk_margin must be >= on_track_margin")
-        return at_risk
 
 
 class Workspace(WorkspaceBase, table=True):

@@ -18,6 +18,7 @@ from service.workspaces.models import (
     WorkspacePublic,
     WorkspaceUpdate,
 )
+from service.workspaces.service import check_margins
 
 router = APIRouter(prefix="/workspaces", tags=["workspaces"])
 
@@ -58,6 +59,7 @@ def create_workspace(
     """Create a workspace (one company, isolated from the others); needs a deployment token."""
     if principal.workspace_id is not None or principal.role is not Role.admin:
         raise ForbiddenError("creating workspaces needs a deployment admin token")
+    check_margins(data.on_track_margin, data.at_risk_margin, data.model_fields_set)
     workspace = Workspace(**data.model_dump(), created_at=clock())
     session.add(workspace)
     flush_or_conflict(session, f"workspace {data.slug!r} already exists", "slug")
@@ -81,9 +83,11 @@ def update_workspace(
     for key, value in changes.items():
         if value is None:
             raise InvalidError(f"{key} cannot be null", field=key)
-    on_track = changes.get("on_track_margin", workspace.on_track_margin)
-    if changes.get("at_risk_margin", workspace.at_risk_margin) < on_track:
-        raise InvalidError("at_risk_margin must be >= on_track_margin", field="at_risk_margin")
+    check_margins(
+        changes.get("on_track_margin", workspace.on_track_margin),
+        changes.get("at_risk_margin", workspace.at_risk_margin),
+        changes,
+    )
     for key, value in changes.items():
         setattr(workspace, key, value)
     session.commit()

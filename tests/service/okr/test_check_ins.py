@@ -100,11 +100,18 @@ def test_given_a_check_in_without_a_time_zone_when_recorded_then_it_is_a_422_nam
     assert dump(client) == before
 
 
-def test_given_an_unknown_key_result_when_checked_in_then_it_is_a_404(client: TestClient) -> None:
+def test_given_an_unknown_key_result_when_checked_in_then_it_is_a_404_or_422_out_of_range(
+    client: TestClient,
+) -> None:
     _kr(client)
     before = dump(client)
-    for ident in (9999, 2**31, 2**80):
+    # Ids past the column's range are a 422 naming the id; ids in range but unused, a 404.
+    for ident, status, field in (
+        (9999, 404, None),
+        (2**31, 422, "key_result_id"),
+        (2**80, 422, "key_result_id"),
+    ):
         response = client.post(f"{API}/key-results/{ident}/check-ins", json={"value": 1})
-        assert_problem(response, 404)
-        assert_problem(client.get(f"{API}/key-results/{ident}/history"), 404)
+        assert_problem(response, status, field)
+        assert_problem(client.get(f"{API}/key-results/{ident}/history"), status, field)
     assert dump(client) == before

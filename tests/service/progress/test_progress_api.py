@@ -311,13 +311,15 @@ def test_given_an_etag_when_nothing_changed_then_the_read_is_a_304_and_a_change_
     assert later.json()["expected_progress"] > changed.json()["expected_progress"]
 
 
-def test_given_an_unknown_key_result_or_objective_when_progress_is_read_then_it_is_a_404(
+def test_given_an_unknown_key_result_or_objective_when_progress_is_read_then_404_or_422(
     client: TestClient,
 ) -> None:
     make_workspace(client)
-    for path in ("key-results", "objectives"):
-        for ident in (1, 2**31, 2**70):
-            assert_problem(client.get(f"{API}/{path}/{ident}/progress"), 404)
+    for path, field in (("key-results", "key_result_id"), ("objectives", "objective_id")):
+        assert_problem(client.get(f"{API}/{path}/1/progress"), 404)
+        # Past the id column's range: refused by type, naming the id.
+        for ident in (2**31, 2**70):
+            assert_problem(client.get(f"{API}/{path}/{ident}/progress"), 422, field)
 
 
 def test_given_a_period_from_year_1_to_9999_when_read_in_tokyo_then_progress_still_answers(

@@ -8,6 +8,7 @@ from sqlmodel import SQLModel
 
 import service.models  # noqa: F401 - registers every table
 from service.okr.models import InitiativeKeyResult
+from service.workspaces.models import Workspace
 from tests.factories import (
     API,
     assert_problem,
@@ -91,3 +92,53 @@ def test_given_no_workspace_when_the_api_is_used_then_it_is_a_404_naming_the_hea
     assert_problem(client.get(f"{API}/teams"), 404, "X-Workspace")
     assert_problem(client.post(f"{API}/teams", json={"name": "x"}), 404, "X-Workspace")
     assert list_all(client, "workspaces") == []
+
+
+def test_given_one_margin_when_it_crosses_the_default_other_then_it_is_a_422_naming_it(
+    client: TestClient,
+) -> None:
+    # The reported case: stored, then every GET /workspaces answered 500.
+    response = client.post(
+        f"{API}/workspaces", json={"slug": "a", "name": "A", "on_track_margin": 0.5}
+    )
+    assert_problem(response, 422, "on_track_margin")
+    response = client.post(
+        f"{API}/workspaces", json={"slug": "a", "name": "A", "at_risk_margin": 0.05}
+    )
+    assert_problem(response, 422, "at_risk_margin")
+    both = {"slug": "a", "name": "A", "on_track_margin": 0.3, "at_risk_margin": 0.2}
+    assert_problem(client.post(f"{API}/workspaces", json=both), 422, "at_risk_margin")
+    assert list_all(client, "workspaces") == []
+    equal = make_workspace(client, "b", on_track_margin=0.5, at_risk_margin=0.5)
+    assert (equal["on_track_margin"], equal["at_risk_margin"]) == (0.5, 0.5)
+
+
+def test_given_stored_margins_when_one_is_patched_across_the_other_then_it_is_a_422(
+    client: TestClient,
+) -> None:
+    created = make_workspace(client, "acme")  # margins 0.10 and 0.25
+    for change, field in (
+        ({"on_track_margin": 0.5}, "on_track_margin"),
+        ({"at_risk_margin": 0.05}, "at_risk_margin"),
+        ({"on_track_margin": 0.5, "at_risk_margin": 0.4}, "at_risk_margin"),
+    ):
+        assert_problem(client.patch(f"{API}/workspaces/acme", json=change), 422, field)
+    assert ok(client.get(f"{API}/workspaces/acme")) == created
+    both = {"on_track_margin": 0.5, "at_risk_margin": 0.6}
+    assert ok(client.patch(f"{API}/workspaces/acme", json=both)) == created | both
+    assert list_all(client, "workspaces") == [created | both]
+
+
+def test_given_crossed_margins_stored_before_the_check_when_read_then_reads_answer(
+    client: TestClient, engine: Engine
+) -> None:
+    make_workspace(client, "acme")
+    make_tree(client)
+    with engine.begin() as conn:  # as the reported request left it
+        conn.execute(
+            Workspace.__table__.update().values(on_track_margin=0.5, at_risk_margin=0.25)  # type: ignore[attr-defined]
+        )
+    assert [w["on_track_margin"] for w in list_all(client, "workspaces")] == [0.5]
+    assert ok(client.get(f"{API}/workspaces/acme"))["at_risk_margin"] == 0.25
+    statuses = [o["status"] for o in ok(client.get(f"{API}/progress?period=2026"))["objectives"]]
+    assert statuses
