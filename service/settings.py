@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from connectors.hosts import AllowList
 
 
 class Settings(BaseSettings):
@@ -39,6 +41,10 @@ class Settings(BaseSettings):
     connector_request_budget: int | None = Field(default=None, ge=1)
     #: Extra CA bundle (PEM) for TLS-inspecting proxies; None = system trust store.
     connector_ca_bundle: str | None = None
+    #: Hosts connectors may reach besides their vendor's own (comma-separated host names,
+    #: IP addresses or networks), e.g. a test double or an egress proxy. Loopback, private,
+    #: link-local and metadata addresses are refused unless listed here.
+    connector_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     #: Default page size of list endpoints, and its maximum.
     page_limit_default: int = Field(default=50, ge=1)
     page_limit_max: int = Field(default=500, ge=1)
@@ -46,6 +52,19 @@ class Settings(BaseSettings):
     ambition_stretch_ratio: float = Field(default=1.5, gt=0)
     #: ... and this many times, unrealistic (progress reads flag it).
     ambition_unrealistic_ratio: float = Field(default=3.0, gt=0)
+
+    @field_validator("connector_allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
+
+    @field_validator("connector_allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        AllowList.parse(value)
+        return value
 
     @field_validator("database_url")
     @classmethod

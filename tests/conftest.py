@@ -19,6 +19,7 @@ from sqlmodel import Session
 from service import db
 from service.main import create_app
 from service.settings import Settings
+from tests.fakes.server import ALLOWED_HOSTS
 
 PG_URL = os.environ.get("OKR_TEST_DATABASE_URL")
 #: The moment tests freeze "now" at, unless they choose another.
@@ -141,12 +142,14 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
-    """Settings for tests: no demo, no startup migration (the template is migrated)."""
+    """Settings for tests: no demo, no startup migration (the template is migrated),
+    connectors allowed to reach the fakes on loopback."""
     values: dict[str, object] = {
         "database_url": database_url,
         "migrate_on_start": False,
         "load_demo": False,
         "role": "api",
+        "connector_allowed_hosts": ALLOWED_HOSTS,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
