@@ -164,6 +164,8 @@ def scenario_e2e(info: dict[str, Any], database_url: str, touch_after: bool) -> 
             timeout_seconds=120,
             ca_bundle=info["ca_bundle"],
             clock=lambda: clock_at[0],
+            # The fake org is served on loopback, which the host policy refuses unless listed.
+            allowed_hosts=("127.0.0.1",),
         ),
     )
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.errors import ConfigError
+from connectors.hosts import AllowList, HostPolicy, Resolver, system_resolver
 from connectors.retry import RetryPolicy
 
 
@@ -151,6 +152,15 @@ class Runtime:
     #: The sync service's clock (time-zone aware). Connectors read "now" only through
     #: `now()`, so a run is reproducible at any instant a test or a replay picks.
     clock: Callable[[], datetime] | None = None
+    #: Hosts, IP addresses or networks the deployment allows beyond each vendor's own
+    #: (`OKR_CONNECTOR_ALLOWED_HOSTS`); see `connectors.hosts`.
+    allowed_hosts: tuple[str, ...] = ()
+    #: How host names are resolved before every connection (tests inject a fake DNS).
+    resolver: Resolver = system_resolver
+
+    def host_policy(self, vendor_hosts: tuple[str, ...]) -> HostPolicy:
+        """The hosts a connector whose vendor serves `vendor_hosts` may reach in this run."""
+        return HostPolicy(vendor_hosts, AllowList.parse(self.allowed_hosts), self.resolver)
 
     def now(self) -> datetime:
         """The current instant, from the sync service's clock."""
@@ -192,6 +202,9 @@ class Connector(ABC):
     reports_deletes: ClassVar[bool] = True
     #: Raw vendor fields always read, per kind, with their types.
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {}
+    #: Config fields holding a URL, each with the vendor hosts it may name (exact names or
+    #: `*.suffix`). Changing one needs the secrets again; see `connectors.hosts`.
+    url_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __init__(
         self, config: ConnectorConfig, secrets: ConnectorSecrets, runtime: Runtime | None = None
@@ -211,6 +224,15 @@ class Connector(ABC):
     def missing_secrets(cls, config: ConnectorConfig, secrets: ConnectorSecrets) -> list[str]:  # noqa: ARG003
         """Secret fields `config` needs that `secrets` lacks (e.g. per auth flow)."""
         return []
+
+    @classmethod
+    def check_urls(cls, config: ConnectorConfig, runtime: Runtime) -> None:
+        """Raise `HostNotAllowedError` naming the first URL field `runtime`'s policy refuses
+        (scheme, host name, then every address the name resolves to)."""
+        for name, vendor_hosts in cls.url_fields.items():
+            url = getattr(config, name, None)
+            if url is not None:
+                runtime.host_policy(vendor_hosts).validate(str(url), field=name)
 
     def ensure_kind(self, kind: RecordKind) -> None:
         """Raise ConfigError when this connector does not read `kind`."""

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from connectors.hosts import AllowList
+
 #: Host names a request may be addressed to unless `OKR_ALLOWED_HOSTS` says otherwise:
 #: the loopback ones (`okr-sync serve` adds the address it binds to).
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -45,6 +47,10 @@ class Settings(BaseSettings):
     connector_ca_bundle: str | None = None
     #: Requests one API token may make per minute in one process (429 + Retry-After beyond).
     rate_limit_requests_per_minute: int = Field(default=1200, ge=1)
+    #: Hosts connectors may reach besides their vendor's own (comma-separated host names,
+    #: IP addresses or networks), e.g. a test double or an egress proxy. Loopback, private,
+    #: link-local and metadata addresses are refused unless listed here.
+    connector_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     #: Default page size of list endpoints, and its maximum.
     page_limit_default: int = Field(default=50, ge=1)
     page_limit_max: int = Field(default=500, ge=1)
@@ -82,6 +88,19 @@ class Settings(BaseSettings):
             if host != "*" and ("*" in host[1:] or (host[:1] == "*" and host[:2] != "*.")):
                 raise ValueError(f"{host!r}: a wildcard is `*` alone or a `*.` prefix")
         return hosts
+
+    @field_validator("connector_allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in (p.strip() for p in value.split(",")) if part]
+        return value
+
+    @field_validator("connector_allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        AllowList.parse(value)
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -22,6 +22,7 @@ from service.auth.service import create_token
 from service.main import create_app
 from service.settings import Settings
 from service.workspaces.models import Workspace
+from tests.fakes.server import ALLOWED_HOSTS
 
 PG_URL = os.environ.get("OKR_TEST_DATABASE_URL")
 #: The moment tests freeze "now" at, unless they choose another.
@@ -144,7 +145,8 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
-    """Settings for tests: no demo, no startup migration (the template is migrated)."""
+    """Settings for tests: no demo, no startup migration (the template is migrated),
+    connectors allowed to reach the fakes on loopback."""
     values: dict[str, object] = {
         "database_url": database_url,
         "migrate_on_start": False,
@@ -152,6 +154,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "role": "api",
         # The Host header Starlette's TestClient sends.
         "allowed_hosts": ["testserver"],
+        "connector_allowed_hosts": ALLOWED_HOSTS,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from connectors.errors import (
     RetriableError,
     SourceDataError,
 )
+from connectors.hosts import GuardedBackend, HostPolicy
 from connectors.retry import retry_after_seconds
 
 #: Delighted's documented maximum for `per_page` (https://delighted.com/docs/api).
@@ -32,7 +33,12 @@ _Params = list[tuple[str, str | int | float | bool | None]]
 
 
 class DelightedClient:
-    """Authenticated access to the two endpoints the connector uses."""
+    """Authenticated access to the two endpoints the connector uses.
+
+    The key goes only to hosts `policy` allows: `base_url` is checked before the first
+    request and every connection when it is opened (`connectors.hosts.GuardedBackend`);
+    redirects are not followed (httpx's default, kept).
+    """
 
     def __init__(
         self,
@@ -40,16 +46,26 @@ class DelightedClient:
         api_key: str,
         *,
         timeout_seconds: float,
+        policy: HostPolicy,
         ca_bundle: str | None = None,
     ) -> None:
         self._api_key = api_key
+        self._base_url = base_url
+        self._policy = policy
+        self._base_url_checked = False
         # An SSLContext built from the bundle is what httpx does with `verify=<path>`;
         # building it here avoids httpx 0.28's deprecation warning for string paths.
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
         )
+        transport = httpx.HTTPTransport(verify=verify)
+        # httpx takes no network backend of its own; its pool (httpcore) does, and connects
+        # through it. tests/connectors/delighted pins that the guard is in the path.
+        transport._pool._network_backend = GuardedBackend(policy)
         self._http = httpx.Client(
             base_url=base_url,
+            transport=transport,
+            follow_redirects=False,
             # Delighted: HTTP Basic with the API key as user name and an empty password.
             auth=httpx.BasicAuth(api_key, ""),
             timeout=timeout_seconds,
@@ -94,6 +110,10 @@ class DelightedClient:
         self._http.close()
 
     def _get_json(self, path: str, params: _Params | None) -> Any:
+        if not self._base_url_checked:
+            # The stored URL may predate the policy: checked before the key leaves.
+            self._policy.validate(self._base_url, field="base_url")
+            self._base_url_checked = True
         try:
             response = self._http.get(path, params=params)
         except httpx.TimeoutException as exc:
@@ -101,9 +121,8 @@ class DelightedClient:
                 self._redact(f"Delighted GET {path} timed out ({type(exc).__name__})")
             ) from exc
         except httpx.TransportError as exc:
-            raise RetriableError(
-                self._redact(f"Delighted GET {path} failed: {type(exc).__name__}: {exc}")
-            ) from exc
+            # Only the type: the text tells a refused port from an unreachable one.
+            raise RetriableError(f"Delighted GET {path} failed: {type(exc).__name__}") from exc
         self._raise_for_status(path, response)
         try:
             return response.json()
@@ -131,10 +150,12 @@ class DelightedClient:
             )
         if status >= 500:
             raise RetriableError(where)
-        excerpt = self._redact(response.text[:200])
+        # The body is not quoted: it may be anything (a proxy's page, another service).
         if status == 404:
-            raise ConfigError(f"{where}: not found, check base_url ({excerpt})")
-        raise ConfigError(f"{where}: request rejected ({excerpt})")
+            raise ConfigError(f"{where}: not found, check base_url")
+        if 300 <= status < 400:
+            raise ConfigError(f"{where}: a redirect, which is not followed; check base_url")
+        raise ConfigError(f"{where}: request rejected")
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, _REDACTED) if self._api_key else text

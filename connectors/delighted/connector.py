@@ -42,6 +42,8 @@ from connectors.delighted.client import MAX_PER_PAGE, DelightedClient
 from connectors.errors import ConfigError, SourceDataError
 
 DEFAULT_BASE_URL = "https://api.delighted.com/v1"
+#: The only host Delighted's API is served from (https://delighted.com/docs/api).
+API_HOSTS = ("api.delighted.com",)
 
 
 class DelightedConfig(ConnectorConfig):
@@ -84,6 +86,7 @@ class DelightedConnector(Connector):
     kinds: ClassVar[frozenset[RecordKind]] = frozenset({RecordKind.survey_response})
     config_model: ClassVar[type[ConnectorConfig]] = DelightedConfig
     secrets_model: ClassVar[type[ConnectorSecrets]] = DelightedSecrets
+    url_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {"base_url": API_HOSTS}
     # A deleted response simply stops being listed (BEHAVIOR.md, "Deletes are invisible").
     reports_deletes: ClassVar[bool] = False
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {
@@ -188,6 +191,7 @@ class DelightedConnector(Connector):
                 self._config.base_url,
                 self._secrets.api_key,
                 timeout_seconds=self.runtime.timeout_seconds,
+                policy=self.runtime.host_policy(API_HOSTS),
                 ca_bundle=self.runtime.ca_bundle,
             )
         return self._client

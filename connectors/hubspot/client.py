@@ -29,11 +29,10 @@ from connectors.errors import (
     RetriableError,
     SourceDataError,
 )
+from connectors.hosts import HostPolicy, guarded_pool_classes, quote_vendor
 from connectors.retry import retry_after_seconds
 
 _API_EXCEPTIONS = (ObjectsApiException, PipelinesApiException)
-#: Longest vendor message quoted in an error (they can echo whole request bodies).
-_MAX_QUOTED = 300
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,9 @@ class HubSpotClient:
     """Thin, typed wrapper over the SDK calls the connector makes.
 
     Each method sends exactly one HTTP request, so the caller can put it under
-    `RetryPolicy.call`. Error messages never contain the access token.
+    `RetryPolicy.call`. Error messages never contain the access token. The token goes only
+    to hosts `policy` allows: `base_url` is checked before the first request and every
+    connection when it is opened; redirects are not followed (see `connectors.hosts`).
     """
 
     def __init__(
@@ -57,10 +58,14 @@ class HubSpotClient:
         base_url: str,
         access_token: str,
         timeout_seconds: float,
+        policy: HostPolicy,
         ca_bundle: str | None = None,
     ) -> None:
         self._token = access_token
         self._timeout = timeout_seconds
+        self._base_url = base_url
+        self._policy = policy
+        self._base_url_checked = False
         options: dict[str, Any] = {
             "access_token": access_token,
             # `host` replaces https://api.hubapi.com in every generated API client.
@@ -77,6 +82,9 @@ class HubSpotClient:
         self._search_api = sdk.crm.objects.search_api
         self._basic_api = sdk.crm.objects.basic_api
         self._pipelines_api = sdk.crm.pipelines.pipelines_api
+        pool_classes = guarded_pool_classes(policy)
+        for api in (self._search_api, self._basic_api, self._pipelines_api):
+            api.api_client.rest_client.pool_manager.pool_classes_by_scheme = pool_classes
 
     def search(self, object_type: str, body: Mapping[str, Any]) -> Response:
         """`POST /crm/v3/objects/{object_type}/search` with a CRM search request body."""
@@ -130,6 +138,10 @@ class HubSpotClient:
     # ------------------------------------------------------------------ internals
 
     def _send(self, what: str, request: Callable[[], Any]) -> Response:
+        if not self._base_url_checked:
+            # The stored URL may predate the policy: checked before the token leaves.
+            self._policy.validate(self._base_url, field="base_url")
+            self._base_url_checked = True
         try:
             raw = request()
             try:
@@ -146,10 +158,8 @@ class HubSpotClient:
         try:
             body = json.loads(content)
         except ValueError:
-            raise SourceDataError(
-                f"HubSpot {what} returned a body that is not JSON: "
-                f"{self._quote(content.decode('utf-8', 'replace'))}"
-            ) from None
+            # Not quoted: a body that is not HubSpot's JSON is nobody's business outside.
+            raise SourceDataError(f"HubSpot {what} returned a body that is not JSON") from None
         if not isinstance(body, dict):
             raise SourceDataError(f"HubSpot {what} returned JSON that is not an object")
         return Response(body, headers)
@@ -181,7 +191,9 @@ class HubSpotClient:
             payload = {}
         if not isinstance(payload, dict):
             payload = {}
-        message = self._quote(str(payload.get("message") or text or "no message"))
+        # Only HubSpot's own error shape is quoted (shortened); another body, such as an
+        # HTML page or a proxy's answer, is not echoed.
+        message = self._quote(str(payload.get("message") or "no message"))
         category = payload.get("category") or payload.get("errorType") or ""
         label = f"HubSpot {what}: HTTP {status}" + (f" {category}" if category else "")
         if status is None or status == 0:
@@ -229,8 +241,7 @@ class HubSpotClient:
     def _quote(self, text: str) -> str:
         if self._token:
             text = text.replace(self._token, "[redacted]")
-        text = " ".join(text.split())
-        return text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED] + "…"
+        return quote_vendor(text)
 
 
 def _int_or_none(value: str | None) -> int | None:

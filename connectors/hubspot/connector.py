@@ -66,10 +66,15 @@ _OBJECT_TYPE_IDS: Mapping[RecordKind, str] = {
 }
 
 
+#: The API hosts (US and EU data centres) and web app hosts HubSpot serves; see BEHAVIOR.md.
+API_HOSTS = ("api.hubapi.com", "api-eu1.hubapi.com")
+APP_HOSTS = ("app.hubspot.com", "app-eu1.hubspot.com")
+
+
 class HubSpotConfig(ConnectorConfig):
     """Non-secret settings of a HubSpot connector."""
 
-    #: API root; only tests and proxies change it.
+    #: API root: https://api.hubapi.com, or https://api-eu1.hubapi.com for EU accounts.
     base_url: str = "https://api.hubapi.com"
     #: The HubSpot account (portal / Hub) id, only used to build links to records.
     portal_id: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$")
@@ -159,6 +164,10 @@ class HubSpotConnector(Connector):
     kinds: ClassVar[frozenset[RecordKind]] = frozenset(_OBJECT_TYPES)
     config_model: ClassVar[type[ConnectorConfig]] = HubSpotConfig
     secrets_model: ClassVar[type[ConnectorSecrets]] = HubSpotSecrets
+    url_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "base_url": API_HOSTS,
+        "app_url": APP_HOSTS,
+    }
     #: Default throttle for `RetryPolicy(rate_requests, rate_period_seconds)`: 4 requests
     #: per second is at most 40 per 10 s, under half the 100 / 10 s burst limit of Free and
     #: Starter private apps (https://developers.hubspot.com/docs/api/usage-details), and
@@ -218,6 +227,7 @@ class HubSpotConnector(Connector):
             base_url=config.base_url,
             access_token=secrets.access_token.get_secret_value(),
             timeout_seconds=self.runtime.timeout_seconds,
+            policy=self.runtime.host_policy(API_HOSTS),
             ca_bundle=self.runtime.ca_bundle,
         )
         self._stages: dict[tuple[str, str], _Stage] | None = None

@@ -35,6 +35,7 @@ from connectors.errors import (
     SessionExpiredError,
     SourceDataError,
 )
+from connectors.hosts import HostNotAllowedError, HostPolicy, guarded_pool_classes, quote_vendor
 
 T = TypeVar("T")
 
@@ -120,18 +121,26 @@ class QueryLocatorExpiredError(SourceDataError):
 
 class _TimeoutAdapter(HTTPAdapter):
     """Gives every request a timeout (simple-salesforce never passes one), pins the CA
-    bundle, and remembers the last `Sforce-Limit-Info` header (its exceptions drop headers).
+    bundle, connects only to hosts the connector's `HostPolicy` allows, and remembers the
+    last `Sforce-Limit-Info` header (its exceptions drop headers).
 
     The CA bundle is applied here rather than only on `Session.verify` because requests lets
     the `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE` environment variables override a session's
     `verify` (requests `Session.merge_environment_settings`).
     """
 
-    def __init__(self, timeout_seconds: float, ca_bundle: str | None) -> None:
+    def __init__(self, timeout_seconds: float, ca_bundle: str | None, policy: HostPolicy) -> None:
+        # Set before HTTPAdapter.__init__, which builds the pool manager.
+        self.policy = policy
         super().__init__()
         self.timeout_seconds = timeout_seconds
         self.ca_bundle = ca_bundle
         self.last_limit_info: str | None = None
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        # Every connection, redirects included, goes through the host policy.
+        self.poolmanager.pool_classes_by_scheme = guarded_pool_classes(self.policy)
 
     def send(
         self,
@@ -181,6 +190,10 @@ class SalesforceClient:
     Domain. simple-salesforce's login helpers always build `https://{domain}.salesforce.com`
     (simple_salesforce/login.py), so the token is fetched here through the same session and
     handed to `Salesforce(instance_url=..., session_id=...)`.
+
+    `policy` decides which hosts it may reach: `login_url` is checked before the token
+    request, the `instance_url` the login answers before it is used, and every connection
+    when it is opened (see `connectors.hosts`).
     """
 
     def __init__(
@@ -191,12 +204,14 @@ class SalesforceClient:
         credentials: Credentials,
         timeout_seconds: float,
         ca_bundle: str | None,
+        policy: HostPolicy,
     ) -> None:
         self._login_url = login_url.rstrip("/")
+        self._policy = policy
         self._api_version = api_version
         self._credentials = credentials
         self._timeout_seconds = timeout_seconds
-        self._adapter = _TimeoutAdapter(timeout_seconds, ca_bundle or None)
+        self._adapter = _TimeoutAdapter(timeout_seconds, ca_bundle or None, policy)
         self._session = requests.Session()
         self._session.mount("https://", self._adapter)
         self._session.mount("http://", self._adapter)
@@ -235,11 +250,20 @@ class SalesforceClient:
             # Flow, https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_username_password_flow.htm).
             form["password"] = creds.password + creds.security_token
         token_url = f"{self._login_url}/services/oauth2/token"
+        # The credentials go in this request's body: the stored URL is checked again here
+        # (it may predate the policy), before any connection is made.
+        self._policy.validate(self._login_url, field="login_url")
         # Only plain data leaves the request: a Response kept in a frame of a raised error
         # would pin its connection pool (and open socket) for as long as the error lives.
+        # A redirect would re-post the credentials elsewhere: it is refused, not followed.
         status, content = self._send(
             lambda: _status_and_content(
-                self._session.post(token_url, data=form, headers={"Accept": "application/json"})
+                self._session.post(
+                    token_url,
+                    data=form,
+                    headers={"Accept": "application/json"},
+                    allow_redirects=False,
+                )
             ),
             "login",
         )
@@ -253,6 +277,15 @@ class SalesforceClient:
             "http",
         ):
             raise SourceDataError("Salesforce token response has no usable instance_url")
+        try:
+            # Every API call carries the access token to the instance: it must be a
+            # Salesforce host (or allowlisted) like login_url.
+            self._policy.validate(instance_url)
+        except HostNotAllowedError as exc:
+            raise HostNotAllowedError(
+                f"Salesforce login at {self._login_url} answered an instance_url that is not "
+                f"allowed, not used: {exc.message}"
+            ) from None
         self._access_token = access_token
         self.instance_url = instance_url.rstrip("/")
         self._sf = Salesforce(
@@ -265,6 +298,11 @@ class SalesforceClient:
         )
 
     def _token_body(self, status: int, content: bytes) -> dict[str, Any]:
+        if 300 <= status < 400:
+            raise ConfigError(
+                f"Salesforce login at {self._login_url} answered a redirect (HTTP {status}), "
+                "which is not followed: set login_url to the org's login URL"
+            )
         if status >= 500:
             raise RetriableError(f"Salesforce login at {self._login_url} failed with HTTP {status}")
         try:
@@ -279,8 +317,8 @@ class SalesforceClient:
         if status != 200:
             # Token errors are `{"error", "error_description"}`, e.g. invalid_grant for a wrong
             # password/token, invalid_client(_id) for a wrong client id or secret.
-            code = str(body.get("error") or f"HTTP {status}")
-            description = str(body.get("error_description") or "")
+            code = quote_vendor(str(body.get("error") or f"HTTP {status}"), 60)
+            description = quote_vendor(str(body.get("error_description") or ""))
             raise AuthError(
                 self._redact(
                     f"Salesforce login at {self._login_url} failed ({self._credentials.flow.value}"
@@ -365,7 +403,7 @@ class SalesforceClient:
             raise SourceDataError("Salesforce Bulk API job status has no state")
         state: str = body["state"]
         error = body.get("errorMessage")
-        return BulkJobStatus(state, str(error) if error else None)
+        return BulkJobStatus(state, quote_vendor(str(error)) if error else None)
 
     def bulk_results(self, job_id: str, *, locator: str | None, max_records: int) -> BulkResults:
         """One set of a completed job's CSV results (`GET /jobs/query/{id}/results`)."""
@@ -468,8 +506,9 @@ class SalesforceClient:
         ) as exc:
             error = ConfigError(self._redact(f"invalid Salesforce URL ({what}): {exc}"))
         except requests.exceptions.RequestException as exc:
-            # Refused/reset connections, DNS hiccups, truncated bodies: transient.
-            error = RetriableError(self._redact(f"Salesforce {what} failed in transport: {exc}"))
+            # Refused/reset connections, DNS hiccups, truncated bodies: transient. Only the
+            # exception's type is quoted: its text tells refused from unreachable ports.
+            error = RetriableError(f"Salesforce {what} failed in transport: {type(exc).__name__}")
         # Raised outside the handlers so the error has no __context__: the vendor exception's
         # traceback holds the HTTP response, whose socket would otherwise live as long as
         # the error does (and its text is not ours to vouch for).
@@ -532,8 +571,7 @@ def _first_error(content: Any) -> tuple[str, str]:
     if isinstance(entry, dict):
         code = entry.get("errorCode") or entry.get("error") or "UNKNOWN_ERROR"
         message = entry.get("message") or entry.get("error_description") or ""
-        return str(code), str(message)
-    if isinstance(content, bytes):
-        content = content.decode("utf-8", "replace")
-    text = str(content or "").strip()
-    return "UNPARSEABLE_ERROR_BODY", text[:200]
+        return quote_vendor(str(code), 60), quote_vendor(str(message))
+    # Not Salesforce's error shape (an HTML page, a proxy's or another service's answer):
+    # nothing of it is quoted.
+    return "UNPARSEABLE_ERROR_BODY", ""

@@ -47,6 +47,18 @@ T = TypeVar("T")
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 #: Hosts of the shared login endpoints; everything else is taken for a My Domain.
 _SHARED_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
+#: Salesforce's own domains, the only hosts `login_url`, `instance_url` and the instance a
+#: login answers may name: login/test and instances (`*.salesforce.com`, My Domains
+#: `*.my.salesforce.com` with their sandbox/develop partitions), `*.force.com`, Government
+#: Cloud Plus (`*.salesforce.mil`), `*.cloudforce.com` and `*.salesforce-setup.com`. Other
+#: Salesforce-operated domains go in OKR_CONNECTOR_ALLOWED_HOSTS. See BEHAVIOR.md, "Hosts".
+SALESFORCE_HOSTS = (
+    "*.salesforce.com",
+    "*.force.com",
+    "*.salesforce.mil",
+    "*.cloudforce.com",
+    "*.salesforce-setup.com",
+)
 #: SOQL accepts dateTime values between these (SOQL and SOSL Reference, "Date Formats and
 #: Date Literals"); window bounds outside are clamped so an "everything" window stays valid.
 _SOQL_MIN = datetime(1700, 1, 1, tzinfo=UTC)
@@ -246,6 +258,10 @@ class SalesforceConnector(Connector):
     kinds: ClassVar[frozenset[RecordKind]] = frozenset(_OBJECTS)
     config_model: ClassVar[type[ConnectorConfig]] = SalesforceConfig
     secrets_model: ClassVar[type[ConnectorSecrets]] = SalesforceSecrets
+    url_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "login_url": SALESFORCE_HOSTS,
+        "instance_url": SALESFORCE_HOSTS,
+    }
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {
         RecordKind.lead: LEAD_FIELDS,
         RecordKind.opportunity: OPPORTUNITY_FIELDS,
@@ -272,6 +288,7 @@ class SalesforceConnector(Connector):
             credentials=secrets.credentials(config.auth_flow),
             timeout_seconds=self.runtime.timeout_seconds,
             ca_bundle=self.runtime.ca_bundle,
+            policy=self.runtime.host_policy(SALESFORCE_HOSTS),
         )
 
     @classmethod

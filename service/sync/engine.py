@@ -319,6 +319,7 @@ def runtime_for(connector: Connector, settings: Settings, clock: Clock) -> Runti
         timeout_seconds=settings.connector_timeout_seconds,
         ca_bundle=settings.connector_ca_bundle,
         clock=clock,
+        allowed_hosts=settings.connector_allowed_hosts,
     )
 
 

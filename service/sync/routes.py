@@ -52,11 +52,18 @@ def list_connectors(
 
 @router.post("", response_model=ConnectorPublic, status_code=201)
 def create_connector(
-    session: SessionDep, ws: AdminWorkspace, clock: ClockDep, data: ConnectorCreate
+    session: SessionDep,
+    ws: AdminWorkspace,
+    settings: SettingsDep,
+    clock: ClockDep,
+    data: ConnectorCreate,
 ) -> ConnectorPublic:
-    """Configure a connector (Salesforce, HubSpot, Delighted or demo)."""
+    """Configure a connector (Salesforce, HubSpot, Delighted or demo). URLs must name the
+    vendor's hosts over https (or `OKR_CONNECTOR_ALLOWED_HOSTS`)."""
     now = clock()
-    row = service.create_connector(session, ws, data, now)
+    row = service.create_connector(
+        session, ws, data, now, allowed_hosts=settings.connector_allowed_hosts
+    )
     session.commit()
     return service.public(row, now)
 
@@ -73,12 +80,19 @@ def read_connector(
 def update_connector(
     session: SessionDep,
     ws: AdminWorkspace,
+    settings: SettingsDep,
     clock: ClockDep,
     connector_id: Id,
     data: ConnectorUpdate,
 ) -> ConnectorPublic:
-    """Change a connector's name, configuration, secrets, kinds or schedule."""
-    row = service.update_connector(session, get_owned(session, Connector, ws, connector_id), data)
+    """Change a connector's name, configuration, secrets, kinds or schedule. Changing a URL
+    needs the connector's secrets in the same request."""
+    row = service.update_connector(
+        session,
+        get_owned(session, Connector, ws, connector_id),
+        data,
+        allowed_hosts=settings.connector_allowed_hosts,
+    )
     session.commit()
     return service.public(row, clock())
 

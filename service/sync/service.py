@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from connectors.base import Connector as VendorConnector
 from connectors.base import ConnectorConfig, ConnectorSecrets, RecordKind, Runtime
+from connectors.hosts import HostNotAllowedError
 from connectors.registry import connector_types
 from service.db import flush_or_conflict
 from service.errors import InvalidError
@@ -42,6 +43,47 @@ def validated_config(type_name: str, config: dict[str, Any]) -> ConnectorConfig:
     except ValidationError as exc:
         field, message = _field_of(exc, "config")
         raise InvalidError(f"{field}: {message}", field=field) from None
+
+
+def check_hosts(type_name: str, config: ConnectorConfig, allowed_hosts: tuple[str, ...]) -> None:
+    """A 422 naming the first URL field whose host the policy refuses (`connectors.hosts`):
+    not the vendor's and not in `allowed_hosts`, not https, or resolving to a loopback,
+    private, link-local or metadata address."""
+    try:
+        connector_class(type_name).check_urls(config, Runtime(allowed_hosts=allowed_hosts))
+    except HostNotAllowedError as exc:
+        field = f"config.{exc.field}" if exc.field else "config"
+        raise InvalidError(f"{field}: {exc.message}", field=field) from None
+
+
+def check_secrets_follow_urls(
+    row: Connector, config: ConnectorConfig, given: dict[str, Any]
+) -> None:
+    """A 422 when `config` points a URL field somewhere else and the request does not give
+    every stored secret again: the secrets would otherwise follow the URL to a host the
+    caller chose without knowing them."""
+    cls = connector_class(row.type)
+    try:
+        old: ConnectorConfig | None = cls.config_model.model_validate(row.config)
+    except ValidationError:
+        old = None
+    changed = [
+        name
+        for name in cls.url_fields
+        if old is None or getattr(old, name, None) != getattr(config, name, None)
+    ]
+    if not changed:
+        return
+    stored = [name for name, value in secret_store.unseal(row.secrets).items() if value]
+    missing = [name for name in sorted(stored) if not given.get(name)]
+    if missing:
+        fields = ", ".join(f"config.{name}" for name in changed)
+        secrets = ", ".join(f"secrets.{name}" for name in missing)
+        raise InvalidError(
+            f"changing {fields} needs the connector's secrets again in the same request "
+            f"(missing: {secrets})",
+            field=f"secrets.{missing[0]}",
+        )
 
 
 def validated_secrets(type_name: str, secrets: dict[str, Any]) -> ConnectorSecrets:
@@ -132,10 +174,16 @@ def _flush(session: Session, name: str) -> None:
 
 
 def create_connector(
-    session: Session, ws: Workspace, data: ConnectorCreate, now: datetime
+    session: Session,
+    ws: Workspace,
+    data: ConnectorCreate,
+    now: datetime,
+    *,
+    allowed_hosts: tuple[str, ...],
 ) -> Connector:
-    """Validate and store a connector."""
+    """Validate and store a connector. `allowed_hosts` extends the vendor's hosts."""
     config = validated_config(data.type, data.config)
+    check_hosts(data.type, config, allowed_hosts)
     secrets = validated_secrets(data.type, data.secrets)
     check_required_secrets(data.type, config, secrets)
     row = Connector(
@@ -154,13 +202,19 @@ def create_connector(
     return row
 
 
-def update_connector(session: Session, row: Connector, data: ConnectorUpdate) -> Connector:
-    """Change a connector; secrets given replace those of the same name."""
+def update_connector(
+    session: Session, row: Connector, data: ConnectorUpdate, *, allowed_hosts: tuple[str, ...]
+) -> Connector:
+    """Change a connector; secrets given replace those of the same name. A changed URL
+    must pass the host policy and comes with the secrets (`check_secrets_follow_urls`)."""
     changes = data.model_dump(exclude_unset=True)
     for key in ("name", "config", "secrets", "sync_interval_seconds", "enabled"):
         if key in changes and changes[key] is None:
             raise InvalidError(f"{key} cannot be null", field=key)
     config = validated_config(row.type, changes.get("config", row.config))
+    if "config" in changes:
+        check_hosts(row.type, config, allowed_hosts)
+        check_secrets_follow_urls(row, config, changes.get("secrets", {}))
     merged = secret_store.unseal(row.secrets) | changes.get("secrets", {})
     secrets = validated_secrets(row.type, merged)
     check_required_secrets(row.type, config, secrets)

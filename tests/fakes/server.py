@@ -13,6 +13,10 @@ import trustme
 import uvicorn
 from starlette.types import ASGIApp
 
+#: What the suite adds to the connectors' host allowlist (`OKR_CONNECTOR_ALLOWED_HOSTS`,
+#: `Runtime.allowed_hosts`): the loopback address every fake is served on.
+ALLOWED_HOSTS = ("127.0.0.1",)
+
 
 @dataclass(frozen=True)
 class Served:

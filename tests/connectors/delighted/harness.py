@@ -26,13 +26,16 @@ import respx
 
 from connectors.base import Connector, RecordKind, Runtime
 from connectors.delighted.connector import (
+    DEFAULT_BASE_URL,
     DelightedConfig,
     DelightedConnector,
     DelightedSecrets,
 )
 from connectors.retry import RetryPolicy
 
-BASE_URL = "https://api.delighted.test/v1"
+#: The vendor's own URL: respx answers in-process, so nothing leaves, and the connector's
+#: host policy accepts it without any allowlist.
+BASE_URL = DEFAULT_BASE_URL
 API_KEY = "dlt-test-key-5ecret-0123456789"
 #: 2026-01-01T12:00:00Z: the fake's clock starts here.
 START_CLOCK = 1_767_268_800

@@ -11,7 +11,7 @@ from typing import Any
 from connectors.base import RecordKind, Runtime
 from connectors.hubspot.connector import HubSpotConfig, HubSpotConnector, HubSpotSecrets
 from tests.fakes.hubspot import FakeHubSpot, iso_ms
-from tests.fakes.server import Served, serve
+from tests.fakes.server import ALLOWED_HOSTS, Served, serve
 
 GOOD_TOKEN = "pat-na1-0b1e2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 BAD_TOKEN = "pat-na1-ffffffff-ffff-4fff-8fff-ffffffffffff"
@@ -92,13 +92,15 @@ class HubSpotHarness:
         runtime = runtime or Runtime()
         if self.served.ca_bundle is not None and runtime.ca_bundle is None:
             runtime.ca_bundle = self.served.ca_bundle
+        if not runtime.allowed_hosts:
+            runtime.allowed_hosts = ALLOWED_HOSTS
         return HubSpotConnector(
             self.config(**config), HubSpotSecrets(access_token=GOOD_TOKEN), runtime
         )
 
     def bad_credentials_connector(self) -> HubSpotConnector:
         """A connector whose token the fake rejects with 401."""
-        runtime = Runtime(ca_bundle=self.served.ca_bundle)
+        runtime = Runtime(ca_bundle=self.served.ca_bundle, allowed_hosts=ALLOWED_HOSTS)
         return HubSpotConnector(self.config(), HubSpotSecrets(access_token=BAD_TOKEN), runtime)
 
     def add(self, kind: RecordKind) -> str:

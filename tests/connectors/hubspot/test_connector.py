@@ -41,6 +41,7 @@ from tests.fakes.hubspot import (
     pipeline,
     rate_limit_fault,
 )
+from tests.fakes.server import ALLOWED_HOSTS
 
 EVERYTHING = Window(datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
@@ -62,7 +63,7 @@ def recording_policy(**overrides: Any) -> tuple[RetryPolicy, list[float]]:
 
 
 def runtime_with(policy: RetryPolicy, **overrides: Any) -> Runtime:
-    return Runtime(retry=policy, **overrides)
+    return Runtime(retry=policy, allowed_hosts=ALLOWED_HOSTS, **overrides)
 
 
 def read_pages(
@@ -691,7 +692,11 @@ def test_given_a_tls_fake_when_the_ca_bundle_is_configured_then_reads_verify_aga
         hubspot.seed(RecordKind.contact, 2)
         assert len(read_records(hubspot.connector(), RecordKind.contact)) == 2
 
-        untrusted = HubSpotConnector(hubspot.config(), HubSpotSecrets(access_token=GOOD_TOKEN))
+        untrusted = HubSpotConnector(
+            hubspot.config(),
+            HubSpotSecrets(access_token=GOOD_TOKEN),
+            Runtime(allowed_hosts=ALLOWED_HOSTS),
+        )
         with pytest.raises(ConfigError, match="TLS"):
             untrusted.check()
 

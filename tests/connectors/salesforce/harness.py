@@ -16,7 +16,7 @@ from connectors.salesforce.connector import (
     SalesforceSecrets,
 )
 from tests.fakes.salesforce import STAGES, FakeSalesforce
-from tests.fakes.server import Served, serve
+from tests.fakes.server import ALLOWED_HOSTS, Served, serve
 
 SOBJECTS = {RecordKind.lead: "Lead", RecordKind.opportunity: "Opportunity"}
 
@@ -60,10 +60,12 @@ class SalesforceHarness:
         return SalesforceSecrets(**values)
 
     def runtime(self, runtime: Runtime | None = None) -> Runtime:
-        """`runtime` (or a default one) trusting the fake's CA."""
+        """`runtime` (or a default one) trusting the fake's CA and allowed to reach it."""
         runtime = runtime or Runtime()
         if runtime.ca_bundle is None:
             runtime = dataclasses.replace(runtime, ca_bundle=self.served.ca_bundle)
+        if not runtime.allowed_hosts:
+            runtime = dataclasses.replace(runtime, allowed_hosts=ALLOWED_HOSTS)
         return runtime
 
     # ------------------------------------------------------------------- SourceHarness

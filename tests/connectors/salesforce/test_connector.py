@@ -28,6 +28,7 @@ from connectors.retry import RetryPolicy
 from connectors.salesforce.connector import SalesforceConfig, SalesforceConnector
 from tests.connectors.salesforce.harness import SalesforceHarness, make_harness
 from tests.fakes.salesforce import Fault, sf_datetime
+from tests.fakes.server import ALLOWED_HOSTS
 
 EVERYTHING = Window(datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 #: An incremental window (not an initial sync): no COUNT() and never Bulk.
@@ -68,9 +69,13 @@ def test_given_password_flow_and_my_domain_login_url_when_checking_then_uses_ret
     sf: SalesforceHarness,
 ) -> None:
     # Log in through "localhost" while the org lives at "127.0.0.1": the connector must
-    # follow instance_url from the token answer, not reuse the login URL.
+    # follow instance_url from the token answer, not reuse the login URL. Both are listed,
+    # as a deployment would list an egress proxy.
     sf.fake.instance_url = f"https://127.0.0.1:{sf.served.port}"
-    connector = sf.connector(config=sf.config(login_url=f"https://localhost:{sf.served.port}"))
+    connector = sf.connector(
+        Runtime(allowed_hosts=(*ALLOWED_HOSTS, "localhost")),
+        config=sf.config(login_url=f"https://localhost:{sf.served.port}"),
+    )
 
     result = connector.check()
 
@@ -319,7 +324,9 @@ def test_given_no_ca_bundle_when_checking_then_fails_fast_with_tls_config_error(
 ) -> None:
     policy, delays = recording_policy()
     connector = SalesforceConnector(
-        sf.config(), sf.secrets(), Runtime(retry=policy, timeout_seconds=5)
+        sf.config(),
+        sf.secrets(),
+        Runtime(retry=policy, timeout_seconds=5, allowed_hosts=ALLOWED_HOSTS),
     )
 
     with pytest.raises(ConfigError, match="TLS verification failed.*CA bundle"):
@@ -334,7 +341,9 @@ def _errors_from_every_failure(sf: SalesforceHarness) -> list[ConnectorError]:
     attempts = [
         lambda: sf.bad_credentials_connector().check(),
         lambda: sf.connector(secrets=sf.secrets(client_secret="wrong-secret-value")).check(),
-        lambda: SalesforceConnector(sf.config(), sf.secrets(), Runtime()).check(),
+        lambda: SalesforceConnector(
+            sf.config(), sf.secrets(), Runtime(allowed_hosts=ALLOWED_HOSTS)
+        ).check(),
     ]
 
     def injected(*faults: Fault) -> Any:

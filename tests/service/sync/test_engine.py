@@ -117,6 +117,7 @@ def make_engine_for(
             ca_bundle=base.ca_bundle,
             page_size=base.page_size,
             clock=harness.now,
+            allowed_hosts=base.allowed_hosts,
         )
 
     settings = make_settings(database_url, sync_overlap_seconds=60, sync_reconcile_seconds=0)
