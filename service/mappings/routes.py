@@ -121,12 +121,13 @@ def create_mapping(
 def preview_mapping(
     session: SessionDep,
     ws: CurrentWorkspace,
+    settings: SettingsDep,
     clock: ClockDep,
     data: Annotated[PreviewRequest, Body(openapi_examples=_PREVIEW_EXAMPLES)],
 ) -> PreviewPublic:
     """Evaluate a spec without saving it: the value, the counts and a sample of records."""
     try:
-        return service.preview(session, ws, data, clock())
+        return service.preview(session, ws, data, clock(), settings)
     finally:
         # A preview never changes stored data, whatever happened.
         session.rollback()
@@ -192,5 +193,12 @@ def explain_key_result(
     """Explain a key result's value: spec, windows, counts, sources and the records counted."""
     kr = get_owned(session, KeyResult, ws, key_result_id)
     return service.explain(
-        session, ws, kr, clock(), part=part, limit=page_size(settings, limit), cursor=cursor
+        session,
+        ws,
+        kr,
+        clock(),
+        part=part,
+        limit=page_size(settings, limit),
+        cursor=cursor,
+        settings=settings,
     )

@@ -52,11 +52,15 @@ def list_connectors(
 
 @router.post("", response_model=ConnectorPublic, status_code=201)
 def create_connector(
-    session: SessionDep, ws: CurrentWorkspace, clock: ClockDep, data: ConnectorCreate
+    session: SessionDep,
+    ws: CurrentWorkspace,
+    settings: SettingsDep,
+    clock: ClockDep,
+    data: ConnectorCreate,
 ) -> ConnectorPublic:
     """Configure a connector (Salesforce, HubSpot, Delighted or demo)."""
     now = clock()
-    row = service.create_connector(session, ws, data, now)
+    row = service.create_connector(session, ws, data, now, settings)
     session.commit()
     return service.public(row, now)
 
@@ -73,12 +77,14 @@ def read_connector(
 def update_connector(
     session: SessionDep,
     ws: CurrentWorkspace,
+    settings: SettingsDep,
     clock: ClockDep,
     connector_id: int,
     data: ConnectorUpdate,
 ) -> ConnectorPublic:
     """Change a connector's name, configuration, secrets, kinds or schedule."""
-    row = service.update_connector(session, get_owned(session, Connector, ws, connector_id), data)
+    row = get_owned(session, Connector, ws, connector_id)
+    row = service.update_connector(session, row, data, settings)
     session.commit()
     return service.public(row, clock())
 
@@ -102,12 +108,17 @@ def check_connector(
     row = get_owned(session, Connector, ws, connector_id)
     runtime = runtime_for(row, settings, clock)
     runtime.retry.max_attempts = min(runtime.retry.max_attempts, 2)
-    vendor = service.build_connector(row, runtime)
+    try:
+        vendor = service.build_connector(row, settings, runtime)
+    except ConnectorError as exc:  # secrets no key decrypts
+        return CheckPublic(ok=False, detail=f"{exc.error_class}: {exc.message}")
     try:
         result = vendor.check()
     except ConnectorError as exc:
-        detail = secret_store.redact(exc.message, secret_store.unseal(row.secrets).values())
-        return CheckPublic(ok=False, detail=f"{exc.error_class}: {detail}")
+        secrets = secret_store.known_values(row.secrets, settings)
+        return CheckPublic(
+            ok=False, detail=f"{exc.error_class}: {secret_store.redact(exc.message, secrets)}"
+        )
     finally:
         vendor.close()
     return CheckPublic(
