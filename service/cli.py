@@ -20,6 +20,19 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
+secrets_app = typer.Typer(help="Encryption of connector secrets at rest.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+
+
+def _check_keys(settings: Settings) -> None:
+    """Stop with the reason (exit 2) when no key can encrypt connector secrets."""
+    from service.sync import secrets as secret_store
+
+    try:
+        secret_store.keyring(settings)
+    except secret_store.SecretKeyError as exc:
+        typer.echo(f"okr-sync: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -33,13 +46,13 @@ def serve(
     from service.main import create_app
 
     settings = Settings()
+    _check_keys(settings)
     if host not in ("0.0.0.0", "::", "") and "*" not in settings.allowed_hosts:
         # The address the server binds to reaches it, so requests may name it as their Host.
         bound = f"[{host}]" if ":" in host else host
         settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, bound]})
-    typer.echo(
-        f"okr-sync on http://{host}:{port}  (docs: /docs, database: {settings.database_url})"
-    )
+    database = db.safe_url(settings.database_url)
+    typer.echo(f"okr-sync on http://{host}:{port}  (docs: /docs, database: {database})")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
@@ -49,19 +62,21 @@ def worker() -> None:
     import signal
     import threading
 
+    from service.main import upgrade
     from service.sync.engine import SyncEngine
     from service.sync.scheduler import Scheduler
 
     settings = Settings()
+    _check_keys(settings)
     engine = db.make_engine(settings.database_url)
     if settings.migrate_on_start:
-        db.upgrade(engine)
+        upgrade(settings, engine)
     scheduler = Scheduler(SyncEngine(engine, settings), settings.scheduler_tick_seconds)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler.start()
-    typer.echo(f"okr-sync worker running (database: {settings.database_url})")
+    typer.echo(f"okr-sync worker running (database: {db.safe_url(settings.database_url)})")
     stop.wait()
     scheduler.stop()
 
@@ -72,6 +87,7 @@ def sync(connector_id: Annotated[int, typer.Argument(help="Connector id.")]) -> 
     from service.sync.engine import SyncEngine
 
     settings = Settings()
+    _check_keys(settings)
     engine = db.make_engine(settings.database_url)
     run = SyncEngine(engine, settings).run(connector_id)
     typer.echo(json.dumps(run.model_dump(mode="json"), indent=2))
@@ -80,10 +96,55 @@ def sync(connector_id: Annotated[int, typer.Argument(help="Connector id.")]) -> 
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
-    """Apply schema migrations up to REVISION (default: the latest)."""
+    """Apply schema migrations up to REVISION (default: the latest); at the latest, also
+    encrypt connector secrets stored in plain."""
+    from service.main import upgrade
+
     settings = Settings()
-    db.upgrade(db.make_engine(settings.database_url), revision)
-    typer.echo(f"database at {revision}: {settings.database_url}")
+    engine = db.make_engine(settings.database_url)
+    if revision == "head":
+        _check_keys(settings)
+        upgrade(settings, engine)
+    else:
+        db.upgrade(engine, revision)
+    typer.echo(f"database at {revision}: {db.safe_url(settings.database_url)}")
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every connector's secrets with the first key of OKR_SECRET_KEYS.
+
+    Rotation: prepend a new key (`OKR_SECRET_KEYS=NEW,OLD`), restart, run this, then
+    remove OLD. Also encrypts secrets stored before encryption existed. Idempotent. Exits
+    1 if some connector's secrets no configured key decrypts (they are left unchanged).
+    """
+    from service.sync import secrets as secret_store
+
+    settings = Settings()
+    _check_keys(settings)
+    report = secret_store.reseal_stored(
+        db.make_engine(settings.database_url), settings, rotate=True
+    )
+    typer.echo(
+        f"re-encrypted the secrets of {report.rotated} connector(s) with the first key; "
+        f"encrypted {report.sealed} stored in plain"
+    )
+    if report.unreadable:
+        ids = ", ".join(str(i) for i in report.unreadable)
+        typer.echo(
+            f"cannot decrypt the secrets of connector(s) {ids} with any configured key: "
+            "add the key that encrypted them, or set their secrets again",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@secrets_app.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new key for OKR_SECRET_KEYS."""
+    from service.sync import secrets as secret_store
+
+    typer.echo(secret_store.new_key())
 
 
 @tokens_app.command("create")

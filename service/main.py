@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,10 +26,13 @@ from service.mappings.routes import router as mappings_router
 from service.okr.routes import router as okr_router
 from service.progress.routes import router as progress_router
 from service.settings import Settings, get_settings
+from service.sync import secrets as secret_store
 from service.sync.engine import SyncEngine
 from service.sync.routes import router as connectors_router
 from service.sync.scheduler import Scheduler
 from service.workspaces.routes import router as workspaces_router
+
+log = logging.getLogger(__name__)
 
 try:
     VERSION = version("okr-sync")
@@ -36,14 +40,26 @@ except PackageNotFoundError:  # running from a source tree without installing
     VERSION = "0.0.0"
 
 
-def startup(settings: Settings, engine: Engine, clock: Clock = utc_now) -> None:
-    """Migrate and load the demo, as configured.
+def upgrade(settings: Settings, engine: Engine) -> None:
+    """Bring the schema, and the stored secrets, to the current form."""
+    db.upgrade(engine)
+    sealed = secret_store.reseal_stored(engine, settings, rotate=False).sealed
+    if sealed:
+        log.warning("encrypted the plain stored secrets of %d connector(s)", sealed)
 
+
+def startup(settings: Settings, engine: Engine, clock: Clock = utc_now) -> None:
+    """Check the secret keys, migrate, encrypt legacy secrets and load the demo.
+
+    Without a usable key the process stops here (`SecretKeyError`) rather than serve a
+    database it cannot encrypt secrets of. Secrets stored before encryption existed are
+    encrypted with the migration (`okr-sync db upgrade` and `secrets rotate` do it too).
     A freshly loaded demo is synced once before the API answers, so the first request
     already shows live numbers; later syncs are the scheduler's.
     """
+    secret_store.keyring(settings)
     if settings.migrate_on_start:
-        db.upgrade(engine)
+        upgrade(settings, engine)
     if settings.load_demo:
         from service.demo import demo_connector_id, load_tartempion
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from cryptography.fernet import Fernet
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from connectors.hosts import AllowList
@@ -18,12 +19,26 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 class Settings(BaseSettings):
     """Service settings. Units are part of the names."""
 
-    model_config = SettingsConfigDict(env_prefix="OKR_", env_file=".env", extra="ignore")
+    # Inputs stay out of validation errors: they may be keys or URLs with passwords.
+    model_config = SettingsConfigDict(
+        env_prefix="OKR_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,
+    )
 
     #: SQLAlchemy URL. SQLite by default; `postgresql://...` uses psycopg 3.
     database_url: str = "sqlite:///okr-sync.db"
     #: Upgrade the schema when the service starts (`okr-sync db upgrade` does it explicitly).
     migrate_on_start: bool = True
+    #: Fernet keys encrypting connector secrets at rest, comma-separated: the first
+    #: encrypts, all decrypt (rotation: prepend a new key, run `okr-sync secrets rotate`,
+    #: then drop the old one). Unset: a SQLite database gets a key file beside it, made on
+    #: first start; a PostgreSQL deployment refuses to start.
+    secret_keys: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OKR_SECRET_KEYS", "OKR_SECRET_KEY")
+    )
     #: Load the Tartempion example (idempotent) when the service starts.
     load_demo: bool = True
     #: Which roles this process plays: the API, the sync scheduler, or both.
@@ -110,6 +125,27 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _fernet_keys(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is None or not secret_key_list(keys.get_secret_value()):
+            return None
+        for position, key in enumerate(secret_key_list(keys.get_secret_value()), start=1):
+            try:
+                Fernet(key)
+            except ValueError:
+                # The key itself is never echoed: say which one, and what it should be.
+                raise ValueError(
+                    f"key {position} of OKR_SECRET_KEYS is not a Fernet key (32 url-safe "
+                    "base64-encoded bytes; `okr-sync secrets new-key` makes one)"
+                ) from None
+        return keys
+
+
+def secret_key_list(keys: str) -> list[str]:
+    """The keys of an `OKR_SECRET_KEYS` value, first (the encrypting one) first."""
+    return [key.strip() for key in keys.split(",") if key.strip()]
 
 
 @lru_cache

@@ -144,11 +144,16 @@ def session(engine: Engine) -> Iterator[Session]:
         yield s
 
 
+#: The key tests encrypt connector secrets with (a fixed one: tests never rely on a key file).
+TEST_SECRET_KEY = "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oS1MXFcA="
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
     """Settings for tests: no demo, no startup migration (the template is migrated),
-    connectors allowed to reach the fakes on loopback."""
+    connectors allowed to reach the fakes on loopback, an explicit secret key."""
     values: dict[str, object] = {
         "database_url": database_url,
+        "secret_keys": TEST_SECRET_KEY,
         "migrate_on_start": False,
         "load_demo": False,
         "role": "api",

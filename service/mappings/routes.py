@@ -130,7 +130,7 @@ def preview_mapping(
     """Evaluate a spec without saving it: the value, the counts and a sample of records."""
     check_limits(data.spec, settings)
     try:
-        return service.preview(session, ws, data, clock())
+        return service.preview(session, ws, data, clock(), settings)
     finally:
         # A preview never changes stored data, whatever happened.
         session.rollback()
@@ -198,5 +198,12 @@ def explain_key_result(
     """Explain a key result's value: spec, windows, counts, sources and the records counted."""
     kr = get_owned(session, KeyResult, ws, key_result_id)
     return service.explain(
-        session, ws, kr, clock(), part=part, limit=page_size(settings, limit), cursor=cursor
+        session,
+        ws,
+        kr,
+        clock(),
+        part=part,
+        limit=page_size(settings, limit),
+        cursor=cursor,
+        settings=settings,
     )

@@ -42,6 +42,7 @@ from service.okr.models import KeyResult, Unit, ValueSource
 from service.okr.service import get_owned, record_value, wid
 from service.pagination import decode_cursor, encode_cursor
 from service.progress.maths import window_bounds
+from service.settings import Settings
 from service.sync.models import Connector
 from service.sync.service import build_connector, is_stale
 from service.workspaces.models import Workspace
@@ -347,7 +348,8 @@ def mapping_public(session: Session, mapping: Mapping) -> MappingPublic:
 class _Links:
     """Record links per connector; a connector that cannot be built gives none."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._built: dict[int, VendorConnector | None] = {}
 
     def url(
@@ -356,7 +358,7 @@ class _Links:
         assert connector.id is not None
         if connector.id not in self._built:
             try:
-                self._built[connector.id] = build_connector(connector)
+                self._built[connector.id] = build_connector(connector, self._settings)
             except Exception:  # noqa: BLE001 - a link is a courtesy; never fail for it
                 self._built[connector.id] = None
         vendor = self._built[connector.id]
@@ -409,13 +411,15 @@ def _part_public(result: ev.PartResult, tz: str, ctx: ev.Context) -> PartPublic:
     )
 
 
-def preview(session: Session, ws: Workspace, data: PreviewRequest, now: datetime) -> PreviewPublic:
+def preview(
+    session: Session, ws: Workspace, data: PreviewRequest, now: datetime, settings: Settings
+) -> PreviewPublic:
     """Evaluate a spec without saving anything: value, counts and a sample of records."""
     kr = _key_result(session, ws, data.key_result_id) if data.key_result_id is not None else None
     ctx = ev.context_for(session, ws, now, kr)
     the_plan = ev.plan(session, ctx, data.spec)
     result = ev.evaluate(session, ctx, the_plan)
-    links = _Links()
+    links = _Links(settings)
     sample: dict[str, list[RecordRef]] = {}
     for part in result.parts:
         records, _ = ev.counted_records(
@@ -440,6 +444,7 @@ def explain(
     part: str | None,
     limit: int,
     cursor: str | None,
+    settings: Settings,
 ) -> ExplainPublic:
     """Why the key result's value is what it is: spec, windows, counts, sources, records."""
     mapping = session.exec(select(Mapping).where(Mapping.key_result_id == kr.id)).first()
@@ -465,7 +470,7 @@ def explain(
         after_id=decode_cursor(cursor),
         limit=limit,
     )
-    links = _Links()
+    links = _Links(settings)
     sources = []
     for connector in the_plan.connectors.values():
         kinds = sorted({p.kind for p in the_plan.parts if p.connector_id == connector.id})

@@ -439,7 +439,7 @@ class SyncEngine:
         runtime = self.runtime_factory(row)
         error: BaseException | None = None
         try:
-            vendor = build_connector(row, runtime)
+            vendor = build_connector(row, self.settings, runtime)
             try:
                 for kind in enabled_kinds(row):
                     report = KindReport()
@@ -465,7 +465,7 @@ class SyncEngine:
         runtime: Runtime,
         error: BaseException | None,
     ) -> SyncRun:
-        secrets = secret_store.unseal(row.secrets).values()
+        secrets = secret_store.known_values(row.secrets, self.settings)
         details: dict[str, Any] = {
             "kinds": {
                 kind: {

@@ -61,9 +61,7 @@ def create_connector(
     """Configure a connector (Salesforce, HubSpot, Delighted or demo). URLs must name the
     vendor's hosts over https (or `OKR_CONNECTOR_ALLOWED_HOSTS`)."""
     now = clock()
-    row = service.create_connector(
-        session, ws, data, now, allowed_hosts=settings.connector_allowed_hosts
-    )
+    row = service.create_connector(session, ws, data, now, settings)
     session.commit()
     return service.public(row, now)
 
@@ -87,12 +85,8 @@ def update_connector(
 ) -> ConnectorPublic:
     """Change a connector's name, configuration, secrets, kinds or schedule. Changing a URL
     needs the connector's secrets in the same request."""
-    row = service.update_connector(
-        session,
-        get_owned(session, Connector, ws, connector_id),
-        data,
-        allowed_hosts=settings.connector_allowed_hosts,
-    )
+    row = get_owned(session, Connector, ws, connector_id)
+    row = service.update_connector(session, row, data, settings)
     session.commit()
     return service.public(row, clock())
 
@@ -116,12 +110,17 @@ def check_connector(
     row = get_owned(session, Connector, ws, connector_id)
     runtime = runtime_for(row, settings, clock)
     runtime.retry.max_attempts = min(runtime.retry.max_attempts, 2)
-    vendor = service.build_connector(row, runtime)
+    try:
+        vendor = service.build_connector(row, settings, runtime)
+    except ConnectorError as exc:  # secrets no key decrypts
+        return CheckPublic(ok=False, detail=f"{exc.error_class}: {exc.message}")
     try:
         result = vendor.check()
     except ConnectorError as exc:
-        detail = secret_store.redact(exc.message, secret_store.unseal(row.secrets).values())
-        return CheckPublic(ok=False, detail=f"{exc.error_class}: {detail}")
+        secrets = secret_store.known_values(row.secrets, settings)
+        return CheckPublic(
+            ok=False, detail=f"{exc.error_class}: {secret_store.redact(exc.message, secrets)}"
+        )
     finally:
         vendor.close()
     return CheckPublic(

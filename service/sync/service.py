@@ -15,6 +15,7 @@ from connectors.registry import connector_types
 from service.db import flush_or_conflict
 from service.errors import InvalidError
 from service.okr.service import wid
+from service.settings import Settings
 from service.sync import secrets as secret_store
 from service.sync.models import Connector, ConnectorCreate, ConnectorPublic, ConnectorUpdate
 from service.workspaces.models import Workspace
@@ -74,7 +75,7 @@ def check_secrets_follow_urls(
     ]
     if not changed:
         return
-    stored = [name for name, value in secret_store.unseal(row.secrets).items() if value]
+    stored = secret_store.secret_names(row.secrets)
     missing = [name for name in sorted(stored) if not given.get(name)]
     if missing:
         fields = ", ".join(f"config.{name}" for name in changed)
@@ -135,11 +136,14 @@ def enabled_kinds(row: Connector) -> list[RecordKind]:
     return [RecordKind(k) for k in row.kinds]
 
 
-def build_connector(row: Connector, runtime: Runtime | None = None) -> VendorConnector:
-    """A live connector instance for the stored row."""
+def build_connector(
+    row: Connector, settings: Settings, runtime: Runtime | None = None
+) -> VendorConnector:
+    """A live connector instance for the stored row (`UnreadableSecretsError`, a
+    `ConnectorError`, if its secrets cannot be decrypted)."""
     cls = connector_class(row.type)
     config = cls.config_model.model_validate(row.config)
-    secrets = cls.secrets_model.model_validate(secret_store.unseal(row.secrets))
+    secrets = cls.secrets_model.model_validate(secret_store.unseal(row.secrets, settings))
     return cls(config, secrets, runtime)
 
 
@@ -151,7 +155,8 @@ def is_stale(row: Connector, now: datetime) -> bool:
 
 
 def public(row: Connector, now: datetime) -> ConnectorPublic:
-    """The connector as the API shows it: secrets reduced to their names."""
+    """The connector as the API shows it: secrets reduced to their names (readable without
+    a key, so a connector whose secrets cannot be decrypted still shows)."""
     assert row.id is not None
     return ConnectorPublic(
         id=row.id,
@@ -164,7 +169,7 @@ def public(row: Connector, now: datetime) -> ConnectorPublic:
         created_at=row.created_at,
         last_success_at=row.last_success_at,
         last_run_status=row.last_run_status,
-        secrets_set=sorted(k for k, v in secret_store.unseal(row.secrets).items() if v),
+        secrets_set=secret_store.secret_names(row.secrets),
         stale=is_stale(row, now),
     )
 
@@ -174,16 +179,12 @@ def _flush(session: Session, name: str) -> None:
 
 
 def create_connector(
-    session: Session,
-    ws: Workspace,
-    data: ConnectorCreate,
-    now: datetime,
-    *,
-    allowed_hosts: tuple[str, ...],
+    session: Session, ws: Workspace, data: ConnectorCreate, now: datetime, settings: Settings
 ) -> Connector:
-    """Validate and store a connector. `allowed_hosts` extends the vendor's hosts."""
+    """Validate and store a connector (`OKR_CONNECTOR_ALLOWED_HOSTS` extends the vendor's
+    hosts)."""
     config = validated_config(data.type, data.config)
-    check_hosts(data.type, config, allowed_hosts)
+    check_hosts(data.type, config, settings.connector_allowed_hosts)
     secrets = validated_secrets(data.type, data.secrets)
     check_required_secrets(data.type, config, secrets)
     row = Connector(
@@ -191,7 +192,7 @@ def create_connector(
         name=data.name,
         type=data.type,
         config=config.model_dump(mode="json", exclude_unset=True),
-        secrets=secret_store.seal(secret_store.plain(secrets)),
+        secrets=secret_store.seal(secret_store.plain(secrets), settings),
         kinds=validated_kinds(data.type, data.kinds),
         sync_interval_seconds=data.sync_interval_seconds,
         enabled=data.enabled,
@@ -202,8 +203,22 @@ def create_connector(
     return row
 
 
+def _stored_secrets(row: Connector, changes: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The stored secrets the update merges over.
+
+    Secrets no key decrypts are lost: a change that gives secrets replaces them all; a
+    change of config alone is refused (it cannot be checked against them).
+    """
+    try:
+        return secret_store.unseal(row.secrets, settings)
+    except secret_store.UnreadableSecretsError as exc:
+        if "secrets" in changes:
+            return {}
+        raise InvalidError(exc.message, field="secrets") from None
+
+
 def update_connector(
-    session: Session, row: Connector, data: ConnectorUpdate, *, allowed_hosts: tuple[str, ...]
+    session: Session, row: Connector, data: ConnectorUpdate, settings: Settings
 ) -> Connector:
     """Change a connector; secrets given replace those of the same name. A changed URL
     must pass the host policy and comes with the secrets (`check_secrets_follow_urls`)."""
@@ -213,15 +228,17 @@ def update_connector(
             raise InvalidError(f"{key} cannot be null", field=key)
     config = validated_config(row.type, changes.get("config", row.config))
     if "config" in changes:
-        check_hosts(row.type, config, allowed_hosts)
+        check_hosts(row.type, config, settings.connector_allowed_hosts)
         check_secrets_follow_urls(row, config, changes.get("secrets", {}))
-    merged = secret_store.unseal(row.secrets) | changes.get("secrets", {})
-    secrets = validated_secrets(row.type, merged)
-    check_required_secrets(row.type, config, secrets)
+    if "config" in changes or "secrets" in changes:
+        # Renaming, rescheduling or disabling needs no secrets (nor a key that reads them).
+        merged = _stored_secrets(row, changes, settings) | changes.get("secrets", {})
+        secrets = validated_secrets(row.type, merged)
+        check_required_secrets(row.type, config, secrets)
     if "config" in changes:
         row.config = config.model_dump(mode="json", exclude_unset=True)
     if "secrets" in changes:
-        row.secrets = secret_store.seal(secret_store.plain(secrets))
+        row.secrets = secret_store.seal(secret_store.plain(secrets), settings)
     if "kinds" in changes:
         row.kinds = validated_kinds(row.type, changes["kinds"])
     for key in ("name", "sync_interval_seconds", "enabled"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -132,6 +133,16 @@ def test_given_a_fresh_install_when_served_then_the_demo_answers_and_survives_a_
             assert body["status"] in {"no_data", "achieved", "on_track", "at_risk", "off_track"}
             assert 0 <= body["expected_progress"] <= 1
         before = {r: len(_all(client, r)) for r in ("teams", "periods", "initiatives")}
+    # No OKR_SECRET_KEYS: the first start made a private key file beside the database, and
+    # said so once.
+    key_file = tmp_path / "okr-sync.key"
+    assert key_file.exists()
+    if os.name == "posix":
+        for private in (key_file, tmp_path / "okr-sync.db"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    (first_log,) = tmp_path.glob("serve-*.log")
+    assert f"created {key_file}" in first_log.read_text()
+    key = key_file.read_bytes()
 
     with serving(tmp_path, database_url) as (base, again):
         assert again is None  # printed once: the demo is not loaded twice
@@ -142,6 +153,9 @@ def test_given_a_fresh_install_when_served_then_the_demo_answers_and_survives_a_
         assert len(_all(client, "key-results")) == 5
         assert {r: len(_all(client, r)) for r in ("teams", "periods", "initiatives")} == before
         assert before["initiatives"] == 3
+    assert key_file.read_bytes() == key
+    second_log = next(p for p in tmp_path.glob("serve-*.log") if p != first_log)
+    assert "created" not in second_log.read_text()
 
 
 @pytest.mark.parametrize("wall_clock", ["2027-01-03T09:00:00+01:00", "2027-07-03T09:00:00+02:00"])
