@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from service.auth.models import Role
 from service.auth.service import Principal, act_as, authenticate, require
 from service.clock import Clock
-from service.errors import NotFoundError, RateLimitedError
+from service.errors import ForbiddenError, NotFoundError, RateLimitedError
 from service.settings import Settings, get_settings
 from service.workspaces.models import Workspace
 
@@ -85,6 +85,16 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_deployment_admin(principal: PrincipalDep) -> Principal:
+    """A deployment admin token (not bound to a workspace), else 403."""
+    if principal.workspace_id is not None or principal.role is not Role.admin:
+        raise ForbiddenError("this needs a deployment admin token (okr-sync tokens create)")
+    return principal
+
+
+DeploymentAdmin = Annotated[Principal, Depends(get_deployment_admin)]
 
 
 def _workspace_for(role: Role) -> Callable[..., Workspace]:

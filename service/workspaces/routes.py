@@ -8,8 +8,8 @@ from sqlmodel import select
 from service.auth.models import Role
 from service.auth.service import Principal, require
 from service.db import flush_or_conflict
-from service.deps import ClockDep, PrincipalDep, SessionDep, SettingsDep
-from service.errors import ForbiddenError, InvalidError, NotFoundError
+from service.deps import ClockDep, DeploymentAdmin, PrincipalDep, SessionDep, SettingsDep
+from service.errors import InvalidError, NotFoundError
 from service.okr.service import page_of
 from service.pagination import Cursor, Limit, Page, decode_cursor, page_size
 from service.workspaces.models import (
@@ -54,11 +54,9 @@ def list_workspaces(
 
 @router.post("", response_model=WorkspacePublic, status_code=201)
 def create_workspace(
-    session: SessionDep, principal: PrincipalDep, clock: ClockDep, data: WorkspaceCreate
+    session: SessionDep, _admin: DeploymentAdmin, clock: ClockDep, data: WorkspaceCreate
 ) -> Workspace:
     """Create a workspace (one company, isolated from the others); needs a deployment token."""
-    if principal.workspace_id is not None or principal.role is not Role.admin:
-        raise ForbiddenError("creating workspaces needs a deployment admin token")
     check_margins(data.on_track_margin, data.at_risk_margin, data.model_fields_set)
     workspace = Workspace(**data.model_dump(), created_at=clock())
     session.add(workspace)

@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 from service.limits import BodySizeLimit
 from service.main import create_app
 from service.settings import Settings
-from tests.conftest import FrozenClock, make_settings
+from tests.conftest import FrozenClock, bearer, issue_token, make_settings
 from tests.factories import API, assert_problem, list_all, ok
 
 LIMIT = 10_000
@@ -26,6 +26,7 @@ JSON = {"Content-Type": "application/json"}
 def small(database_url: str, engine: Engine, clock: FrozenClock) -> Iterator[TestClient]:
     app = create_app(make_settings(database_url, max_body_bytes=LIMIT), engine, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers.update(bearer(issue_token(engine)))
         yield client
 
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from service.main import create_app
-from tests.conftest import FrozenClock, make_settings
+from tests.conftest import FrozenClock, bearer, issue_token, make_settings
 from tests.connectors.hubspot.harness import GOOD_TOKEN, HubSpotHarness
 from tests.connectors.salesforce.harness import SalesforceHarness
 from tests.fakes.recorder import Recorder
@@ -252,6 +252,7 @@ def test_given_a_login_answering_a_disallowed_instance_url_then_the_run_fails_an
     settings = make_settings(database_url, connector_ca_bundle=sf.served.ca_bundle)
     app = create_app(settings, engine, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers.update(bearer(issue_token(engine)))
         headers = make_workspace(client)
         connector_id = create(client, headers, salesforce_body(sf))
         sf.fake.instance_url = f"https://localhost:{served.port}"

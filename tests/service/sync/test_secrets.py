@@ -25,7 +25,7 @@ from service.main import create_app, upgrade
 from service.settings import Settings
 from service.sync import secrets as secret_store
 from service.sync.models import Connector
-from tests.conftest import make_settings
+from tests.conftest import bearer, issue_token, make_settings
 from tests.connectors.harness import SourceHarness
 from tests.connectors.hubspot.harness import GOOD_TOKEN, HubSpotHarness
 from tests.factories import API, CREATED_AT, assert_problem, make_workspace, ok
@@ -60,7 +60,9 @@ def serve(engine: Engine, database_url: str, harness: SourceHarness, keys: str =
         connector_max_attempts=2,
     )
     app = create_app(settings, engine, clock=harness.now)
-    return TestClient(app, raise_server_exceptions=False)
+    client = TestClient(app, raise_server_exceptions=False)
+    client.headers.update(bearer(issue_token(engine)))
+    return client
 
 
 def body_for(vendor: VendorConnector, harness: SourceHarness) -> dict[str, Any]:
