@@ -406,3 +406,62 @@ def test_given_a_new_sqlite_database_when_created_then_its_files_are_private(
     for made in (path, wal):
         assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
     engine.dispose()
+
+
+def test_given_a_full_crud_walk_when_every_answer_is_read_then_no_secret_or_token_is_in_it(
+    engine: Engine, database_url: str, vendor: SourceHarness
+) -> None:
+    """Create, read, list, change, sync, audit and delete over the API: no answer but the
+    token's own creation ever carries a secret value or a token, nor does the database."""
+    good = vendor.connector()
+    for kind in vendor.kinds:
+        vendor.seed(kind, 3)
+    answers: list[str] = []
+    with serve(engine, database_url, vendor) as client:
+        deployment_token = client.headers["Authorization"].removeprefix("Bearer ")
+        make_workspace(client)
+        created = ok(client.post(f"{API}/connectors", json=body_for(good, vendor)), 201)
+        token = ok(client.post(f"{API}/tokens", json={"name": "wall", "role": "viewer"}), 201)
+        cid = created["id"]
+        calls = [
+            ("GET", f"{API}/connectors"),
+            ("GET", f"{API}/connectors/{cid}"),
+            ("PATCH", f"{API}/connectors/{cid}", {"name": "renamed"}),
+            ("POST", f"{API}/connectors/{cid}/check"),
+            ("POST", f"{API}/connectors/{cid}/sync"),
+            ("GET", f"{API}/connectors/{cid}/runs"),
+            ("GET", f"{API}/tokens"),
+            ("GET", f"{API}/audit"),
+            ("GET", f"{API}/workspaces"),
+            ("DELETE", f"{API}/tokens/{token['id']}"),
+            ("DELETE", f"{API}/connectors/{cid}"),
+            ("GET", f"{API}/audit"),
+        ]
+        for method, url, *body in calls:
+            response = client.request(method, url, json=body[0] if body else None)
+            assert response.status_code < 300, (method, url, response.text)
+            answers.append(response.text + json.dumps(dict(response.headers)))
+    at_rest = stored_bytes(database_url, engine)
+    audit = next(a for a in reversed(answers) if '"entity"' in a)
+    assert '"connector"' in audit
+    for value in [*secret_values(good), token["token"], deployment_token]:
+        assert all(value not in answer for answer in answers), value
+        assert value.encode() not in at_rest, value
+
+
+def test_given_a_cross_site_post_without_a_token_when_syncing_then_401_and_nothing_runs(
+    engine: Engine, database_url: str, vendor: SourceHarness
+) -> None:
+    """The repro: a body-less POST from another site's page. With no cookie auth, a page
+    cannot add the bearer token, so the request is refused before anything runs."""
+    with serve(engine, database_url, vendor) as client:
+        make_workspace(client)
+        cid = ok(client.post(f"{API}/connectors", json=body_for(vendor.connector(), vendor)), 201)[
+            "id"
+        ]
+        response = client.post(
+            f"{API}/connectors/{cid}/sync",
+            headers={"Authorization": "", "Origin": "https://evil.example"},
+        )
+        assert_problem(response, 401)
+        assert ok(client.get(f"{API}/connectors/{cid}/runs"))["items"] == []
