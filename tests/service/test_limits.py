@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 from service.limits import BodySizeLimit
 from service.main import create_app
 from service.settings import Settings
-from tests.conftest import FrozenClock, bearer, issue_token, make_settings
+from tests.conftest import TEST_SECRET_KEY, FrozenClock, bearer, issue_token, make_settings
 from tests.factories import API, assert_problem, list_all, ok
 
 LIMIT = 10_000
@@ -121,7 +121,11 @@ def test_given_allowed_hosts_when_a_request_names_a_host_then_only_those_are_ser
     else:
         monkeypatch.setenv("OKR_ALLOWED_HOSTS", allowed)
     settings = Settings(
-        database_url=database_url, load_demo=False, role="api", migrate_on_start=False
+        database_url=database_url,
+        load_demo=False,
+        role="api",
+        migrate_on_start=False,
+        secret_keys=TEST_SECRET_KEY,
     )
     app = create_app(settings, engine)
     with TestClient(app, raise_server_exceptions=False) as client:
