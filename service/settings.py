@@ -159,5 +159,6 @@ def secret_key_list(keys: str) -> list[str]:
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings (tests override the `get_settings` dependency instead)."""
+    """The process-wide settings, for code outside a request (requests read the app's:
+    `deps.SettingsDep`)."""
     return Settings()
