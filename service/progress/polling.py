@@ -14,11 +14,12 @@ leaves the event loop; builds and lookups run in the thread pool.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -53,6 +54,7 @@ MAX_ENTRIES = 10_000
 UNTAGGED = ("last_synced_at",)
 
 Build = Callable[[Session, Workspace, datetime, Horizon], BaseModel]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -91,7 +93,20 @@ class ProgressCache:
         self._workspaces: dict[tuple[Any, ...], _WorkspaceRef] = {}
         self._ticks = itertools.count(1)
         self._local: dict[int, int] = {}
+        self._pending: dict[Hashable, asyncio.Future[Any]] = {}
         on_commit(engine, self._written)
+
+    async def _once(self, key: Hashable, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in the thread pool, shared by every request that needs the same
+        `key` meanwhile: when a version changes or a cached token expires under 200
+        polling connections, one of them looks it up, not 200."""
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(run_in_threadpool(work, *args))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        result: T = await asyncio.shield(pending)
+        return result
 
     def _written(self, workspace_ids: set[int]) -> None:
         # Called in the committing thread: single dictionary stores only.
@@ -104,7 +119,7 @@ class ProgressCache:
         ttl = self.settings.token_cache_seconds
         found = cached_principal(token, now, ttl) if token and ttl > 0 else None
         if found is None:
-            found = await run_in_threadpool(self._authenticate, token, now)
+            found = await self._once(("token", token), self._authenticate, token, now)
         return found
 
     def _authenticate(self, token: str | None, now: datetime) -> Principal:
@@ -121,7 +136,7 @@ class ProgressCache:
             key = ("slug", scope.x_workspace) if scope.x_workspace else ("first",)
         ref = self._workspaces.get(key)
         if ref is None or not self._current(ref, now):
-            ref = await run_in_threadpool(self._look_up, key, now)
+            ref = await self._once(("workspace", key), self._look_up, key, now)
             self._workspaces[key] = ref
         if own is not None and scope.x_workspace and scope.x_workspace != ref.slug:
             raise NotFoundError("workspace", repr(scope.x_workspace), field="X-Workspace")
@@ -169,7 +184,9 @@ class ProgressCache:
             or built.version != ref.version
             or (built.until is not None and now >= built.until)
         ):
-            built = await run_in_threadpool(self._build, ref.id, resource, build, now)
+            built = await self._once(
+                ("build", ref.id, resource), self._build, ref.id, resource, build, now
+            )
             # A build may have seen a newer version than the reference: adopt it, or every
             # read until the next check would build again.
             ref.version = max(ref.version, built.version)
