@@ -355,3 +355,37 @@ def test_given_a_token_revoked_through_the_api_when_polling_then_it_stops_at_onc
     deleted = client.delete(f"{API}/tokens/{created.json()['id']}", headers={"X-Workspace": "acme"})
     assert deleted.status_code in (200, 204)
     assert client.get(url, params=params, headers=bearer(token)).status_code == 401
+
+
+def test_given_the_demo_when_a_sync_brings_new_answers_then_the_polled_tag_changes_at_once(
+    client: TestClient, engine: Engine, database_url: str, clock: FrozenClock
+) -> None:
+    from service.demo import demo_connector_id, load_tartempion
+    from service.okr.models import KeyResult, Unit
+    from service.sync.engine import SyncEngine
+
+    with Session(engine, expire_on_commit=False) as s:
+        assert load_tartempion(s, clock.now) is not None
+        s.commit()
+        connector_id = demo_connector_id(s)
+        assert connector_id is not None
+        row = s.get(Connector, connector_id)
+        assert row is not None
+        row.config = row.config | {"size": 300}
+        s.commit()
+        nps = s.exec(select(KeyResult).where(KeyResult.unit == Unit.score)).first()
+        assert nps is not None
+    sync = SyncEngine(engine, make_settings(database_url), clock=clock)
+    assert sync.run(connector_id).status == "succeeded"
+    url = f"{API}/key-results/{nps.id}/progress"
+    headers = {"X-Workspace": "tartempion"}
+    first = client.get(url, headers=headers)
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    clock.now += timedelta(seconds=30)
+    assert client.get(url, headers=headers | {"If-None-Match": etag}).status_code == 304
+    clock.now += timedelta(minutes=10)  # the live survey answers every two minutes
+    assert sync.run(connector_id).status == "succeeded"
+    after = client.get(url, headers=headers | {"If-None-Match": etag})
+    assert after.status_code == 200
+    assert after.json()["responses"] > first.json()["responses"]
