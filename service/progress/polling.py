@@ -185,7 +185,7 @@ class ProgressCache:
             or (built.until is not None and now >= built.until)
         ):
             built = await self._once(
-                ("build", ref.id, resource), self._build, ref.id, resource, build, now
+                ("build", ref.id, ref.version, resource), self._build, ref.id, resource, build, now
             )
             # A build may have seen a newer version than the reference: adopt it, or every
             # read until the next check would build again.

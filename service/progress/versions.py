@@ -117,11 +117,13 @@ def _bump(session: OrmSession) -> None:
     # before_commit runs before the commit's own flush: flush first to see every write.
     if session.new or session.dirty or session.deleted:
         session.flush()
-    touched = session.info.get(_TOUCHED, set()) - session.info.get(_GONE, set())
+    gone = session.info.get(_GONE, set())
+    touched = session.info.get(_TOUCHED, set()) - gone
     if touched:
         # Sorted: two transactions touching the same workspaces lock them in one order.
         _upsert(session.connection(), sorted(touched))
-    session.info["progress_committing"] = touched
+    # Deleted workspaces have no counter left, but this process's caches must drop them.
+    session.info["progress_committing"] = touched | gone
 
 
 @event.listens_for(OrmSession, "after_commit")

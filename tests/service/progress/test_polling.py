@@ -389,3 +389,16 @@ def test_given_the_demo_when_a_sync_brings_new_answers_then_the_polled_tag_chang
     after = client.get(url, headers=headers | {"If-None-Match": etag})
     assert after.status_code == 200
     assert after.json()["responses"] > first.json()["responses"]
+
+
+def test_given_a_polled_workspace_when_it_is_deleted_then_its_reads_are_404_at_once(
+    client: TestClient,
+) -> None:
+    _setup(client)
+    url, params = TREE
+    headers = {"X-Workspace": "acme"}
+    etag = client.get(url, params=params, headers=headers).headers["etag"]
+    assert client.delete(f"{API}/workspaces/acme").status_code == 204
+    gone = client.get(url, params=params, headers=headers | {"If-None-Match": etag})
+    assert gone.status_code == 404
+    assert gone.json()["field"] == "X-Workspace"
