@@ -132,16 +132,17 @@ def create_app(
     app.state.clock = clock
     # Per-token request counts of this process (a moving window), for the rate limit.
     app.state.rate_limiter = MovingWindowRateLimiter(MemoryStorage())
-    app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     # Outermost last: the Host is checked first, then the body is bounded while it streams.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
 
     api = APIRouter(prefix="/api/v1")
+    # Routes are matched in order: the polled progress reads first (no other path
+    # overlaps theirs), so a dashboard's request is not compared with every other route.
+    api.include_router(progress_router)
     api.include_router(workspaces_router)
     api.include_router(okr_router)
-    api.include_router(progress_router)
     api.include_router(connectors_router)
     api.include_router(mappings_router)
     api.include_router(auth_router)

@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     connector_ca_bundle: str | None = None
     #: Requests one API token may make per minute in one process (429 + Retry-After beyond).
     rate_limit_requests_per_minute: int = Field(default=1200, ge=1)
+    #: A token resolved by a process is trusted by it for this long without a database
+    #: lookup: revoking a token through another process (the CLI, another API worker)
+    #: takes effect here within this delay; through this process, at once. 0: no cache.
+    token_cache_seconds: float = Field(default=5.0, ge=0)
+    #: A process serving cached progress asks the database whether the workspace changed
+    #: at most this often: a change written by another process (a sync worker, another
+    #: API worker) shows within this delay; one written by this process, at once.
+    #: 0: ask on every read.
+    progress_version_check_seconds: float = Field(default=1.0, ge=0)
     #: Hosts connectors may reach besides their vendor's own (comma-separated host names,
     #: IP addresses or networks), e.g. a test double or an egress proxy. Loopback, private,
     #: link-local and metadata addresses are refused unless listed here.
@@ -150,5 +159,6 @@ def secret_key_list(keys: str) -> list[str]:
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings (tests override the `get_settings` dependency instead)."""
+    """The process-wide settings, for code outside a request (requests read the app's:
+    `deps.SettingsDep`)."""
     return Settings()

@@ -7,23 +7,28 @@ hashing: nothing to brute-force), and lookups are a unique-index hit.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from limits import RateLimitItemPerMinute
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, select
 
 from service.auth.models import ApiToken, AuditEvent, Role, TokenCreate
-from service.errors import ForbiddenError, UnauthorizedError
+from service.errors import ForbiddenError, RateLimitedError, UnauthorizedError
 
 #: Every token starts with this, so secret scanners (and people) recognise one.
 TOKEN_PREFIX = "okr_"
 #: `last_used_at` is written at most this often per token: a dashboard polling every
 #: second must not turn every read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: Resolved tokens kept per process, at most (beyond, the cache starts over).
+TOKEN_CACHE_MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +78,61 @@ def create_token(
     return row, token
 
 
-def authenticate(session: Session, token: str | None, now: datetime) -> Principal:
-    """The principal of a bearer token; 401 when missing, unknown, revoked or expired."""
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    principal: Principal
+    expires_at: datetime | None
+    last_used_at: datetime
+    resolved_at: datetime
+
+
+#: Token hash -> its principal, as last read from the database by this process.
+_resolved: dict[str, _Resolved] = {}
+
+
+def cached_principal(token: str, now: datetime, cache_seconds: float) -> Principal | None:
+    """The principal of `token` if this process resolved it less than `cache_seconds` ago
+    and it has not expired since; None: look it up (`authenticate`).
+
+    A token revoked or deleted through this process is forgotten at once (`_forget`);
+    revoked by another process (the CLI, another API worker), it keeps working here for
+    up to `cache_seconds`.
+    """
+    hit = _resolved.get(hash_token(token))
+    if hit is None:
+        return None
+    age = (now - hit.resolved_at).total_seconds()
+    if not 0 <= age < cache_seconds:
+        return None
+    if hit.expires_at is not None and hit.expires_at <= now:
+        return None
+    if now - hit.last_used_at >= LAST_USED_RESOLUTION:
+        return None  # time to record the use
+    return hit.principal
+
+
+def _cache_seconds() -> float:
+    from service.settings import get_settings
+
+    return get_settings().token_cache_seconds
+
+
+def authenticate(
+    session: Session, token: str | None, now: datetime, cache_seconds: float | None = None
+) -> Principal:
+    """The principal of a bearer token; 401 when missing, unknown, revoked or expired.
+
+    Resolutions are reused for `cache_seconds` (default `OKR_TOKEN_CACHE_SECONDS`), so a
+    polling dashboard costs no token query per request; 0 looks every request up.
+    """
     if not token:
         raise UnauthorizedError("a bearer token is required (Authorization: Bearer <token>)")
-    row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
+    ttl = _cache_seconds() if cache_seconds is None else cache_seconds
+    cached = cached_principal(token, now, ttl) if ttl > 0 else None
+    if cached is not None:
+        return cached
+    token_hash = hash_token(token)
+    row = session.exec(select(ApiToken).where(ApiToken.token_hash == token_hash)).first()
     if row is None:
         raise UnauthorizedError("unknown token")
     if row.revoked_at is not None:
@@ -88,9 +143,30 @@ def authenticate(session: Session, token: str | None, now: datetime) -> Principa
         row.last_used_at = now
         session.commit()
     assert row.id is not None
-    return Principal(
+    principal = Principal(
         name=row.name, role=Role(row.role), workspace_id=row.workspace_id, token_id=row.id
     )
+    if ttl > 0:
+        if len(_resolved) >= TOKEN_CACHE_MAX_ENTRIES:
+            _resolved.clear()
+        _resolved[token_hash] = _Resolved(principal, row.expires_at, row.last_used_at, now)
+    return principal
+
+
+@event.listens_for(OrmSession, "after_flush")
+def _forget(session: OrmSession, _context: Any) -> None:
+    # A token revoked, changed or deleted here must not stay usable from the cache, nor
+    # those of a deleted workspace (their rows go by cascade, without ORM events).
+    gone_workspaces = set()
+    for obj in [*session.dirty, *session.deleted]:
+        if isinstance(obj, ApiToken):
+            _resolved.pop(obj.token_hash, None)
+        elif getattr(obj, "__tablename__", "") == "workspace" and obj in session.deleted:
+            gone_workspaces.add(obj.id)
+    if gone_workspaces:
+        for token_hash, hit in list(_resolved.items()):
+            if hit.principal.workspace_id in gone_workspaces:
+                del _resolved[token_hash]
 
 
 def require(principal: Principal, role: Role) -> None:
@@ -207,4 +283,20 @@ def _audit(session: OrmSession, _context: Any) -> None:
                 entity_id=getattr(obj, "id", None),
                 changes=changes,
             )
+        )
+
+
+def enforce_rate(
+    limiter: MovingWindowRateLimiter, per_minute: int, principal: Principal, now: datetime
+) -> None:
+    """Count a request of `principal`'s token; 429 with Retry-After beyond `per_minute`."""
+    rate = RateLimitItemPerMinute(per_minute)
+    key = str(principal.token_id)
+    if not limiter.hit(rate, key):
+        reset = limiter.get_window_stats(rate, key).reset_time
+        # The limiter counts in wall-clock seconds; Retry-After stays within one window.
+        wait = min(60, max(1, math.ceil(reset - now.timestamp())))
+        raise RateLimitedError(
+            f"more than {per_minute} requests a minute with this token",
+            retry_after_seconds=wait,
         )

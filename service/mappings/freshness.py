@@ -7,7 +7,7 @@ Both functions answer for many key results with one query each (progress reads p
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
@@ -45,8 +45,17 @@ def freshness_for(
     for kr_id, found in connectors.items():
         syncs = [c.last_success_at for c in found.values()]
         last = None if any(s is None for s in syncs) else min(s for s in syncs if s is not None)
+        stale = any(is_stale(c, now) for c in found.values())
+        # Still fresh: it turns stale just after the first source's interval runs out.
+        due = [
+            c.last_success_at + timedelta(seconds=c.sync_interval_seconds, microseconds=1)
+            for c in found.values()
+            if c.last_success_at is not None
+        ]
         out[kr_id] = Freshness(
-            last_synced_at=last, stale=any(is_stale(c, now) for c in found.values())
+            last_synced_at=last,
+            stale=stale,
+            stale_from=None if stale or not due else min(due),
         )
     return out
 

@@ -15,6 +15,11 @@ from service.okr.models import KeyResultKind, Unit
 
 #: Forecasts start once this fraction of the window has elapsed (PRODUCT.md).
 FORECAST_MIN_ELAPSED = 0.10
+#: Reads show expected progress in steps of 1/EXPECTED_STEPS of the window (0.1%), and
+#: round accumulating forecasts to 1/FORECAST_STEPS of the target range, so that what a
+#: dashboard polls changes only when a person would see a difference.
+EXPECTED_STEPS = 1000
+FORECAST_STEPS = 1000
 
 
 class Status(enum.StrEnum):
@@ -68,6 +73,42 @@ def elapsed_fraction(window_start: datetime, window_end: datetime, now: datetime
         return 0.0
     total = _seconds_between(window_start, window_end)
     return clamp01(_seconds_between(window_start, now) / total)
+
+
+def stepped_elapsed(
+    window_start: datetime, window_end: datetime, now: datetime
+) -> tuple[float, datetime | None]:
+    """Expected progress rounded down to a step of the window, and when the next step
+    begins (None once the window is over, or beyond the last representable date)."""
+    raw = elapsed_fraction(window_start, window_end, now)
+    if raw >= 1.0:
+        return 1.0, None
+    # The epsilon keeps 0.5 computed as 0.49999999 in its own step.
+    step = math.floor(raw * EXPECTED_STEPS + 1e-9)
+    total = _seconds_between(window_start, window_end)
+    elapsed = _seconds_between(window_start, now)
+    for following in (step + 1, step + 2):
+        wait = total * following / EXPECTED_STEPS - elapsed
+        if wait > 0:
+            break
+    try:
+        # From `now` (UTC), not from the window's start: year-1 starts have no UTC form.
+        return step / EXPECTED_STEPS, now + timedelta(seconds=wait)
+    except OverflowError:
+        return step / EXPECTED_STEPS, None
+
+
+def round_forecast(forecast: float, start: float | None, target: float) -> float:
+    """`forecast` rounded to 1/FORECAST_STEPS of the target range |target - start|."""
+    span = abs(target - (start if start is not None else 0.0))
+    if not math.isfinite(span) or span <= 0:
+        return forecast
+    step = span / FORECAST_STEPS
+    steps = forecast / step
+    if not math.isfinite(steps):
+        return forecast
+    # Enough decimals to show the step, and none of the float noise of the multiplication.
+    return round(round(steps) * step, max(0, -math.floor(math.log10(step))))
 
 
 def _seconds_between(earlier: datetime, later: datetime) -> float:

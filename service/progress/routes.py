@@ -1,4 +1,5 @@
-"""HTTP routes for progress reads (polling-friendly: ETag / If-None-Match)."""
+"""HTTP routes for progress reads, served from built bytes (`service.progress.polling`):
+ETag / If-None-Match answer 304 without building anything."""
 
 from __future__ import annotations
 
@@ -6,13 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.deps import ClockDep, SessionDep, ViewerWorkspace
-from service.http_cache import cached_json
-from service.okr.models import KeyResult, Objective
-from service.okr.service import find_period, get_owned
 from service.pagination import Id
+from service.progress import polling
 from service.progress.models import KeyResultProgress, ObjectiveProgress, PeriodProgress
-from service.progress.service import key_result_progress, objectives_progress, period_progress
+from service.progress.polling import PollScopeDep, progress_cache
 
 router = APIRouter(tags=["progress"])
 
@@ -24,39 +22,29 @@ _304: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/key-results/{key_result_id}/progress", response_model=KeyResultProgress, responses=_304
 )
-def read_key_result_progress(
-    request: Request,
-    session: SessionDep,
-    ws: ViewerWorkspace,
-    clock: ClockDep,
-    key_result_id: Id,
+async def read_key_result_progress(
+    request: Request, scope: PollScopeDep, key_result_id: Id
 ) -> Response:
     """A key result's progress object."""
-    kr = get_owned(session, KeyResult, ws, key_result_id)
-    [progress] = key_result_progress(session, ws, [kr], clock())
-    return cached_json(request, progress)
+    return await progress_cache(request).serve(
+        request, scope, ("key_result", key_result_id), polling.key_result(key_result_id)
+    )
 
 
 @router.get("/objectives/{objective_id}/progress", response_model=ObjectiveProgress, responses=_304)
-def read_objective_progress(
-    request: Request,
-    session: SessionDep,
-    ws: ViewerWorkspace,
-    clock: ClockDep,
-    objective_id: Id,
+async def read_objective_progress(
+    request: Request, scope: PollScopeDep, objective_id: Id
 ) -> Response:
     """An objective's progress: the weighted mean of its key results, with theirs."""
-    objective = get_owned(session, Objective, ws, objective_id)
-    [progress] = objectives_progress(session, ws, [objective], clock())
-    return cached_json(request, progress)
+    return await progress_cache(request).serve(
+        request, scope, ("objective", objective_id), polling.objective(objective_id)
+    )
 
 
 @router.get("/progress", response_model=PeriodProgress, responses=_304)
-def read_period_progress(
+async def read_period_progress(
     request: Request,
-    session: SessionDep,
-    ws: ViewerWorkspace,
-    clock: ClockDep,
+    scope: PollScopeDep,
     period: Annotated[
         str,
         Query(
@@ -67,9 +55,6 @@ def read_period_progress(
     team: Annotated[Id | None, Query(description="Only this team's objectives.")] = None,
 ) -> Response:
     """The whole tree of a period: objectives > key results > initiatives."""
-    found = find_period(session, ws, period, clock())
-    if team is not None:
-        from service.okr.models import Team
-
-        get_owned(session, Team, ws, team, field="team")
-    return cached_json(request, period_progress(session, ws, found, clock(), team))
+    return await progress_cache(request).serve(
+        request, scope, ("tree", period, team), polling.period_tree(period, team)
+    )

@@ -1,7 +1,10 @@
 """Progress reads: key results, objectives (weighted roll-up) and period trees.
 
 Values are evaluated on sync or check-in and stored on the key result; reads only do the
-maths of `progress.maths` on them, so dashboards can poll cheaply.
+maths of `progress.maths` on them. Time enters only in steps (expected progress per 0.1%
+of the window, staleness when a source's interval runs out), and every build notes in a
+`Horizon` when its next step begins, so `service.progress.polling` can serve the built
+bytes until then.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
@@ -32,8 +35,21 @@ from service.progress.models import (
 )
 from service.workspaces.models import Workspace
 
-#: Figures are rounded so that ETags stay stable between polls (1e-4 of a year ≈ 53 min).
+#: Value-driven figures (progress, ratios) are rounded to 4 decimals; time-driven ones
+#: move in the steps of `maths.EXPECTED_STEPS` and `maths.FORECAST_STEPS`.
 DIGITS = 4
+
+
+class Horizon:
+    """The earliest time at which something a build showed changes by itself (a step of
+    expected progress, a source turning stale, a new local day); None: never."""
+
+    def __init__(self) -> None:
+        self.until: datetime | None = None
+
+    def note(self, at: datetime | None) -> None:
+        if at is not None and (self.until is None or at < self.until):
+            self.until = at
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +58,8 @@ class Freshness:
 
     last_synced_at: datetime | None
     stale: bool
+    #: When `stale` flips to true by the passing of time alone (None: it cannot).
+    stale_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +114,22 @@ def _initiatives(session: Session, kr_ids: list[int]) -> dict[int, list[Initiati
 class ProgressReader:
     """Builds progress objects for many key results with a constant number of queries."""
 
-    def __init__(self, session: Session, ws: Workspace, now: datetime) -> None:
+    def __init__(
+        self, session: Session, ws: Workspace, now: datetime, horizon: Horizon | None = None
+    ) -> None:
         self.session = session
         self.ws = ws
         self.now = now
         self.tz = ZoneInfo(ws.timezone)
         self.margins = margins(ws)
+        self.horizon = horizon or Horizon()
+
+    def expected(self, start: date, end: date) -> float:
+        """Expected progress of the window of local days `[start, end)`, in steps."""
+        window_start, window_end = maths.window_bounds(start, end, self.tz)
+        expected, next_step = maths.stepped_elapsed(window_start, window_end, self.now)
+        self.horizon.note(next_step)
+        return expected
 
     def key_results(
         self, krs: list[KeyResult], periods: dict[int, Period], objectives: dict[int, Objective]
@@ -128,18 +156,13 @@ class ProgressReader:
         initiatives: list[InitiativeSummary],
     ) -> KeyResultProgress:
         start_day, end_day = key_result_window(kr, period)
-        ws_start, ws_end = maths.window_bounds(start_day, end_day, self.tz)
-        figures = maths.compute(
-            kind=kr.kind,
-            unit=kr.unit,
-            start=kr.start,
-            target=kr.target,
-            value=kr.value,
-            window_start=ws_start,
-            window_end=ws_end,
-            now=self.now,
-            margins=self.margins,
-        )
+        expected = self.expected(start_day, end_day)
+        progress = maths.progress_of(kr.kind, kr.start, kr.target, kr.value)
+        forecast = maths.forecast_of(kr.kind, kr.unit, kr.start, kr.value, expected)
+        if forecast is not None and maths.accumulates(kr.kind, kr.unit):
+            forecast = maths.round_forecast(forecast, kr.start, kr.target)
+        if fresh is not None and fresh.stale_from is not None:
+            self.horizon.note(fresh.stale_from)
         details = kr.value_details or {}
         responses = details.get("responses")
         assert kr.id is not None
@@ -156,10 +179,10 @@ class ProgressReader:
             start=kr.start,
             target=kr.target,
             unit=kr.unit,
-            progress=round(figures.progress, DIGITS),
-            expected_progress=round(figures.expected_progress, DIGITS),
-            status=figures.status,
-            forecast=_r(figures.forecast),
+            progress=round(progress, DIGITS),
+            expected_progress=expected,
+            status=maths.status_of(kr.value, progress, expected, self.margins),
+            forecast=forecast,
             stale=fresh.stale if fresh else False,
             last_synced_at=fresh.last_synced_at if fresh else None,
             responses=int(responses) if isinstance(responses, int | float) else None,
@@ -172,8 +195,7 @@ class ProgressReader:
     def objective(
         self, objective: Objective, period: Period, krs: list[KeyResultProgress]
     ) -> ObjectiveProgress:
-        start, end = maths.window_bounds(period.start, period.end, self.tz)
-        expected = maths.elapsed_fraction(start, end, self.now)
+        expected = self.expected(period.start, period.end)
         with_data = [k for k in krs if k.value is not None]
         progress = maths.weighted_mean([(k.progress, k.weight) for k in krs])
         value = None if not with_data else progress
@@ -193,7 +215,7 @@ class ProgressReader:
             target=100.0,
             unit=Unit.percent,
             progress=round(progress, DIGITS),
-            expected_progress=round(expected, DIGITS),
+            expected_progress=expected,
             status=maths.status_of(value, progress, expected, self.margins),
             forecast=_r(forecast),
             stale=any(k.stale for k in krs),
@@ -230,22 +252,30 @@ def _load(
 
 
 def key_result_progress(
-    session: Session, ws: Workspace, krs: list[KeyResult], now: datetime
+    session: Session,
+    ws: Workspace,
+    krs: list[KeyResult],
+    now: datetime,
+    horizon: Horizon | None = None,
 ) -> list[KeyResultProgress]:
     """Progress objects of `krs` (all of `ws`)."""
     objectives = session.exec(
         select(Objective).where(col(Objective.id).in_({kr.objective_id for kr in krs}))
     ).all()
     periods, objs, _ = _load(session, ws, objectives)
-    return ProgressReader(session, ws, now).key_results(krs, periods, objs)
+    return ProgressReader(session, ws, now, horizon).key_results(krs, periods, objs)
 
 
 def objectives_progress(
-    session: Session, ws: Workspace, objectives: list[Objective], now: datetime
+    session: Session,
+    ws: Workspace,
+    objectives: list[Objective],
+    now: datetime,
+    horizon: Horizon | None = None,
 ) -> list[ObjectiveProgress]:
     """Progress objects of `objectives`, each with its key results."""
     periods, objs, krs = _load(session, ws, objectives)
-    reader = ProgressReader(session, ws, now)
+    reader = ProgressReader(session, ws, now, horizon)
     all_krs = [kr for o in objectives for kr in krs.get(o.id or 0, [])]
     kr_progress = {p.key_result_id: p for p in reader.key_results(all_krs, periods, objs)}
     out = []
@@ -256,16 +286,22 @@ def objectives_progress(
 
 
 def period_progress(
-    session: Session, ws: Workspace, period: Period, now: datetime, team_id: int | None = None
+    session: Session,
+    ws: Workspace,
+    period: Period,
+    now: datetime,
+    team_id: int | None = None,
+    horizon: Horizon | None = None,
 ) -> PeriodProgress:
     """The period's objective tree (aligned objectives nested under their parent)."""
+    horizon = horizon or Horizon()
     query = select(Objective).where(
         Objective.workspace_id == ws.id, Objective.period_id == period.id
     )
     if team_id is not None:
         query = query.where(Objective.team_id == team_id)
     objectives = list(session.exec(query.order_by(col(Objective.id))))
-    flat = objectives_progress(session, ws, objectives, now)
+    flat = objectives_progress(session, ws, objectives, now, horizon)
     by_id = {o.objective_id: o for o in flat}
     roots = []
     for o in flat:
@@ -274,9 +310,7 @@ def period_progress(
             parent.children.append(o)
         else:
             roots.append(o)
-    tz = ZoneInfo(ws.timezone)
-    start, end = maths.window_bounds(period.start, period.end, tz)
-    expected = maths.elapsed_fraction(start, end, now)
+    expected = ProgressReader(session, ws, now, horizon).expected(period.start, period.end)
     progress = maths.weighted_mean([(o.progress, o.weight) for o in roots])
     has_data = any(o.value is not None for o in flat)
     assert period.id is not None
@@ -284,8 +318,19 @@ def period_progress(
         period_id=period.id,
         period=period.name,
         window=WindowPublic(start=period.start, end=period.end, timezone=ws.timezone),
-        expected_progress=round(expected, DIGITS),
+        expected_progress=expected,
         progress=round(progress, DIGITS),
         status=maths.status_of(progress if has_data else None, progress, expected, margins(ws)),
         objectives=roots,
     )
+
+
+def next_local_day(ws: Workspace, now: datetime) -> datetime | None:
+    """The next local midnight of the workspace (when `period=current` may name another
+    period), None past the last representable day."""
+    tz = ZoneInfo(ws.timezone)
+    today = now.astimezone(tz).date()
+    try:
+        return datetime.combine(today + timedelta(days=1), time.min, tzinfo=tz)
+    except OverflowError:
+        return None

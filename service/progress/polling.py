@@ -1,0 +1,283 @@
+"""Progress reads served from built bytes: what dashboards poll.
+
+A process keeps, per (workspace, resource), the representation it last built, the
+workspace version it was built at (`service.progress.versions`) and until when time
+leaves it unchanged (`Horizon`). A read is served from it while both hold, and answers
+304 when `If-None-Match` names its tag: no query, no serialisation, no hash.
+
+What a read costs when nothing changed: the token from the in-process cache
+(`OKR_TOKEN_CACHE_SECONDS`), the rate limit, the workspace's version from memory
+(asked from the database at most every `OKR_PROGRESS_VERSION_CHECK_SECONDS`, and at once
+after this process's own writes), a dictionary lookup and a tag comparison. None of it
+leaves the event loop; builds and lookups run in the thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from service.auth.models import Role
+from service.auth.service import Principal, authenticate, cached_principal, enforce_rate, require
+from service.clock import Clock
+from service.deps import bearer
+from service.errors import NotFoundError
+from service.http_cache import Representation, representation, respond
+from service.okr.models import KeyResult, Objective, Team
+from service.okr.service import find_period, get_owned
+from service.progress.models import ProgressVersion
+from service.progress.service import (
+    Horizon,
+    key_result_progress,
+    next_local_day,
+    objectives_progress,
+    period_progress,
+)
+from service.progress.versions import on_commit, read_versions
+from service.settings import Settings
+from service.workspaces.models import Workspace
+
+#: Built representations kept per process, at most (beyond, the cache starts over).
+MAX_ENTRIES = 10_000
+#: Fields left out of the ETag: a sync that changes no value only moves these.
+UNTAGGED = ("last_synced_at",)
+
+Build = Callable[[Session, Workspace, datetime, Horizon], BaseModel]
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _WorkspaceRef:
+    id: int
+    slug: str
+    version: int
+    checked_at: datetime
+    #: This process's last write to the workspace when the version was read.
+    local_tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    version: int
+    until: datetime | None
+    found: Representation
+
+
+@dataclass(frozen=True, slots=True)
+class PollScope:
+    """Who polls, and which workspace they name."""
+
+    principal: Principal
+    x_workspace: str | None
+
+
+class ProgressCache:
+    """One process's built progress representations for one database."""
+
+    def __init__(self, engine: Engine, settings: Settings, clock: Clock) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self._built: dict[tuple[int, tuple[Any, ...]], _Built] = {}
+        self._workspaces: dict[tuple[Any, ...], _WorkspaceRef] = {}
+        self._ticks = itertools.count(1)
+        self._local: dict[int, int] = {}
+        self._pending: dict[Hashable, asyncio.Future[Any]] = {}
+        on_commit(engine, self._written)
+
+    async def _once(self, key: Hashable, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in the thread pool, shared by every request that needs the same
+        `key` meanwhile: when a version changes or a cached token expires under 200
+        polling connections, one of them looks it up, not 200."""
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(run_in_threadpool(work, *args))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        result: T = await asyncio.shield(pending)
+        return result
+
+    def _written(self, workspace_ids: set[int]) -> None:
+        # Called in the committing thread: single dictionary stores only.
+        for workspace_id in workspace_ids:
+            self._local[workspace_id] = next(self._ticks)
+
+    # ------------------------------------------------------------------ who and where
+
+    async def principal(self, token: str | None, now: datetime) -> Principal:
+        ttl = self.settings.token_cache_seconds
+        found = cached_principal(token, now, ttl) if token and ttl > 0 else None
+        if found is None:
+            found = await self._once(("token", token), self._authenticate, token, now)
+        return found
+
+    def _authenticate(self, token: str | None, now: datetime) -> Principal:
+        with Session(self.engine) as session:
+            return authenticate(session, token, now, self.settings.token_cache_seconds)
+
+    async def workspace(self, scope: PollScope, now: datetime) -> _WorkspaceRef:
+        """The workspace the request acts in, as `deps.ViewerWorkspace` resolves it."""
+        own = scope.principal.workspace_id
+        key: tuple[Any, ...]
+        if own is not None:
+            key = ("id", own)
+        else:
+            key = ("slug", scope.x_workspace) if scope.x_workspace else ("first",)
+        ref = self._workspaces.get(key)
+        if ref is None or not self._current(ref, now):
+            ref = await self._once(("workspace", key), self._look_up, key, now)
+            self._workspaces[key] = ref
+        if own is not None and scope.x_workspace and scope.x_workspace != ref.slug:
+            raise NotFoundError("workspace", repr(scope.x_workspace), field="X-Workspace")
+        return ref
+
+    def _current(self, ref: _WorkspaceRef, now: datetime) -> bool:
+        age = (now - ref.checked_at).total_seconds()
+        return (
+            0 <= age < self.settings.progress_version_check_seconds
+            and self._local.get(ref.id, 0) == ref.local_tick
+        )
+
+    def _look_up(self, key: tuple[Any, ...], now: datetime) -> _WorkspaceRef:
+        tick = self._local
+        query = select(Workspace.id, Workspace.slug, ProgressVersion.version).outerjoin(
+            ProgressVersion, col(ProgressVersion.workspace_id) == Workspace.id
+        )
+        if key[0] == "id":
+            query = query.where(Workspace.id == key[1])
+        elif key[0] == "slug":
+            query = query.where(Workspace.slug == key[1])
+        with Session(self.engine) as session:
+            # Read before the version, so a write committed meanwhile is seen next time.
+            row = session.exec(query.order_by(col(Workspace.id)).limit(1)).first()
+        if row is None:
+            what = repr(key[1]) if key[0] == "slug" else "(default)"
+            if key[0] == "id":
+                what = "(of this token)"
+            raise NotFoundError("workspace", what, field="X-Workspace")
+        workspace_id, slug, version = row
+        assert workspace_id is not None
+        return _WorkspaceRef(workspace_id, slug, version or 0, now, tick.get(workspace_id, 0))
+
+    # ------------------------------------------------------------------ representations
+
+    async def serve(
+        self, request: Request, scope: PollScope, resource: tuple[Any, ...], build: Build
+    ) -> Response:
+        """The resource's stored representation if still current, else a new one."""
+        now = self.clock()
+        ref = await self.workspace(scope, now)
+        built = self._built.get((ref.id, resource))
+        if (
+            built is None
+            or built.version != ref.version
+            or (built.until is not None and now >= built.until)
+        ):
+            built = await self._once(
+                ("build", ref.id, ref.version, resource), self._build, ref.id, resource, build, now
+            )
+            # A build may have seen a newer version than the reference: adopt it, or every
+            # read until the next check would build again.
+            ref.version = max(ref.version, built.version)
+        return respond(request, built.found)
+
+    def _build(
+        self, workspace_id: int, resource: tuple[Any, ...], build: Build, now: datetime
+    ) -> _Built:
+        with Session(self.engine) as session:
+            # The version first: data read after it is at least as new, so the bytes are
+            # never older than the version they are stored under.
+            version = read_versions(session, [workspace_id])[workspace_id]
+            ws = session.get(Workspace, workspace_id)
+            if ws is None:
+                raise NotFoundError("workspace", str(workspace_id), field="X-Workspace")
+            horizon = Horizon()
+            payload = build(session, ws, now, horizon)
+        built = _Built(version, horizon.until, representation(payload, UNTAGGED))
+        if len(self._built) >= MAX_ENTRIES:
+            self._built.clear()
+        self._built[(workspace_id, resource)] = built
+        return built
+
+
+def progress_cache(request: Request) -> ProgressCache:
+    """The app's cache (made on first use: every read runs on the event loop)."""
+    state = request.app.state
+    cache: ProgressCache | None = getattr(state, "progress_cache", None)
+    if cache is None:
+        cache = ProgressCache(state.engine, state.settings, state.clock)
+        state.progress_cache = cache
+    return cache
+
+
+async def poll_scope(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    x_workspace: Annotated[
+        str | None,
+        Header(
+            description="Workspace slug, for deployment tokens (default: the first "
+            "workspace created); a workspace token always acts in its own."
+        ),
+    ] = None,
+) -> PollScope:
+    """`deps.ViewerWorkspace` for polled reads, without leaving the event loop when the
+    token is cached: 401 without a valid token, 429 beyond its rate, 403 below viewer."""
+    cache = progress_cache(request)
+    now = cache.clock()
+    principal = await cache.principal(credentials.credentials if credentials else None, now)
+    enforce_rate(
+        request.app.state.rate_limiter,
+        cache.settings.rate_limit_requests_per_minute,
+        principal,
+        now,
+    )
+    require(principal, Role.viewer)
+    return PollScope(principal, x_workspace)
+
+
+PollScopeDep = Annotated[PollScope, Depends(poll_scope)]
+
+
+# ---------------------------------------------------------------------------- builds
+
+
+def key_result(key_result_id: int) -> Build:
+    def build(session: Session, ws: Workspace, now: datetime, horizon: Horizon) -> BaseModel:
+        kr = get_owned(session, KeyResult, ws, key_result_id)
+        [progress] = key_result_progress(session, ws, [kr], now, horizon)
+        return progress
+
+    return build
+
+
+def objective(objective_id: int) -> Build:
+    def build(session: Session, ws: Workspace, now: datetime, horizon: Horizon) -> BaseModel:
+        found = get_owned(session, Objective, ws, objective_id)
+        [progress] = objectives_progress(session, ws, [found], now, horizon)
+        return progress
+
+    return build
+
+
+def period_tree(period: str, team: int | None) -> Build:
+    def build(session: Session, ws: Workspace, now: datetime, horizon: Horizon) -> BaseModel:
+        found = find_period(session, ws, period, now)
+        if team is not None:
+            get_owned(session, Team, ws, team, field="team")
+        # `current` (and a name that resolves to it) may name another period tomorrow.
+        horizon.note(next_local_day(ws, now))
+        return period_progress(session, ws, found, now, team, horizon)
+
+    return build
