@@ -9,10 +9,34 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger(__name__)
+
+
+class ProblemFieldError(BaseModel):
+    """One thing wrong with a request, by the field users wrote (null when it is no field,
+    such as malformed JSON)."""
+
+    field: str | None
+    message: str
+
+
+class Problem(BaseModel):
+    """The body of every error answer (RFC 9457 problem+json), as `problem()` renders it."""
+
+    type: str = Field(description="Always `about:blank`: `status` and `title` say it all.")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    field: str | None = Field(
+        default=None, description="The field at fault, named as in the request."
+    )
+    errors: list[ProblemFieldError] | None = Field(
+        default=None, description="Every field at fault, when the request named any."
+    )
 
 
 class DomainError(Exception):

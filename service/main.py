@@ -24,6 +24,7 @@ from service.errors import install_error_handlers, problem
 from service.limits import BodySizeLimit
 from service.mappings.routes import router as mappings_router
 from service.okr.routes import router as okr_router
+from service.openapi import install_openapi, problem_response
 from service.progress.routes import router as progress_router
 from service.settings import Settings, get_settings
 from service.sync import secrets as secret_store
@@ -133,6 +134,7 @@ def create_app(
     # Per-token request counts of this process (a moving window), for the rate limit.
     app.state.rate_limiter = MovingWindowRateLimiter(MemoryStorage())
     install_error_handlers(app)
+    install_openapi(app)
     # Outermost last: the Host is checked first, then the body is bounded while it streams.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
@@ -153,7 +155,12 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], response_model=dict[str, str])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        response_model=dict[str, str],
+        responses={503: problem_response("The database does not answer.")},
+    )
     def readyz() -> JSONResponse:
         """Readiness: the database answers."""
         try:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import ValidationInfo, field_validator
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from service.db_types import UTCDateTime
+from service.json_types import as_documented
 from service.mappings.spec import MetricSpec
 from service.okr.models import workspace_fk
 from service.sync.models import SyncedRecord
@@ -98,6 +100,12 @@ Index(
 
 class MappingCreate(SQLModel):
     key_result_id: int
+
+    @field_validator("key_result_id", mode="before")
+    @classmethod
+    def _as_documented(cls, value: object, info: ValidationInfo) -> object:
+        return as_documented(cls, value, info)
+
     spec: MetricSpec
 
 
@@ -132,6 +140,11 @@ class PreviewRequest(SQLModel):
     #: when a window is the key result's own or the spec sums amounts.
     key_result_id: int | None = None
     sample_size: int = Field(default=20, ge=0, le=200)
+
+    @field_validator("key_result_id", "sample_size", mode="before")
+    @classmethod
+    def _as_documented(cls, value: object, info: ValidationInfo) -> object:
+        return as_documented(cls, value, info)
 
 
 class RecordRef(SQLModel):

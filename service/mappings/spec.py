@@ -18,11 +18,14 @@ from pydantic import (
     JsonValue,
     Tag,
     TypeAdapter,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from connectors.base import RecordKind
 from service.errors import InvalidError
+from service.json_types import as_documented
 from service.settings import Settings
 
 # ---------------------------------------------------------------------------- filters
@@ -103,6 +106,11 @@ class CustomWindow(_Strict):
     type: Literal["custom"]
     start: date = Field(ge=date(1900, 1, 1))
     end: date = Field(le=date(2200, 1, 1))
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _as_documented(cls, value: object, info: ValidationInfo) -> object:
+        return as_documented(cls, value, info)
 
     @model_validator(mode="after")
     def _ordered(self) -> CustomWindow:

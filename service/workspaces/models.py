@@ -9,6 +9,7 @@ from pydantic import ValidationInfo, field_validator
 from sqlmodel import Field, SQLModel
 
 from service.db_types import UTCDateTime
+from service.json_types import as_documented
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -25,7 +26,13 @@ def check_timezone(value: str) -> str:
 
 
 class Text(SQLModel):
-    """Input whose strings every database can store: PostgreSQL text cannot hold NUL."""
+    """Input whose strings every database can store (PostgreSQL text cannot hold NUL), and
+    whose values have the JSON types the document gives (`service.json_types`)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_documented(cls, value: object, info: ValidationInfo) -> object:
+        return as_documented(cls, value, info)
 
     @field_validator("*")
     @classmethod
