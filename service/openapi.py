@@ -137,7 +137,13 @@ def api_routes(app: FastAPI) -> Iterator[Any]:
 
 def error_responses(route: Any, method: str) -> dict[str, dict[str, Any]]:
     """The error answers `method` on `route` can give, by status code."""
+    from service.progress.polling import poll_scope
+
     calls = set(_calls(route.dependant))
+    if poll_scope in calls:
+        # Polled progress reads resolve the token and workspace themselves (from the
+        # progress cache, without leaving the event loop): what a viewer workspace answers.
+        calls |= {get_principal, _dependency(ViewerWorkspace)}
     takes_principal = any(sub.call is _PRINCIPAL for sub in route.dependant.dependencies)
     has_body = route.body_field is not None
     responses: dict[str, dict[str, Any]] = {}
