@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from limits import RateLimitItemPerMinute
-from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from service.auth.models import Role
-from service.auth.service import Principal, act_as, authenticate, require
+from service.auth.service import Principal, act_as, authenticate, enforce_rate, require
 from service.clock import Clock
-from service.errors import ForbiddenError, NotFoundError, RateLimitedError
+from service.errors import ForbiddenError, NotFoundError
 from service.settings import Settings
 from service.workspaces.models import Workspace
 
@@ -67,6 +64,16 @@ bearer = HTTPBearer(
 )
 
 
+#: The `X-Workspace` header: which workspace a deployment token acts in.
+XWorkspace = Annotated[
+    str | None,
+    Header(
+        description="Workspace slug, for deployment tokens (default: the first "
+        "workspace created); a workspace token always acts in its own."
+    ),
+]
+
+
 def get_principal(
     request: Request,
     session: SessionDep,
@@ -78,18 +85,9 @@ def get_principal(
     the token's rate), to whom this request's changes are attributed in the audit log."""
     now = clock()
     principal = authenticate(session, credentials.credentials if credentials else None, now)
-    limiter: MovingWindowRateLimiter = request.app.state.rate_limiter
-    rate = RateLimitItemPerMinute(settings.rate_limit_requests_per_minute)
-    key = str(principal.token_id)
-    if not limiter.hit(rate, key):
-        reset = limiter.get_window_stats(rate, key).reset_time
-        # The limiter counts in wall-clock seconds; Retry-After stays within one window.
-        wait = min(60, max(1, math.ceil(reset - now.timestamp())))
-        raise RateLimitedError(
-            f"more than {settings.rate_limit_requests_per_minute} requests a minute "
-            "with this token",
-            retry_after_seconds=wait,
-        )
+    enforce_rate(
+        request.app.state.rate_limiter, settings.rate_limit_requests_per_minute, principal, now
+    )
     act_as(session, principal, now)
     return principal
 
@@ -111,13 +109,7 @@ def _workspace_for(role: Role) -> Callable[..., Workspace]:
     def current_workspace(
         session: SessionDep,
         principal: PrincipalDep,
-        x_workspace: Annotated[
-            str | None,
-            Header(
-                description="Workspace slug, for deployment tokens (default: the first "
-                "workspace created); a workspace token always acts in its own."
-            ),
-        ] = None,
+        x_workspace: XWorkspace = None,
     ) -> Workspace:
         """The workspace every query of this request is scoped to, once the token's role
         is checked: a workspace token's own (another slug is not found), or for a

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 from service.auth.models import Role
 from service.auth.service import Principal, authenticate, cached_principal, enforce_rate, require
 from service.clock import Clock
-from service.deps import bearer
+from service.deps import XWorkspace, bearer
 from service.errors import NotFoundError
 from service.http_cache import Representation, representation, respond
 from service.okr.models import KeyResult, Objective, Team
@@ -224,13 +224,7 @@ def progress_cache(request: Request) -> ProgressCache:
 async def poll_scope(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    x_workspace: Annotated[
-        str | None,
-        Header(
-            description="Workspace slug, for deployment tokens (default: the first "
-            "workspace created); a workspace token always acts in its own."
-        ),
-    ] = None,
+    x_workspace: XWorkspace = None,
 ) -> PollScope:
     """`deps.ViewerWorkspace` for polled reads, without leaving the event loop when the
     token is cached: 401 without a valid token, 429 beyond its rate, 403 below viewer."""
