@@ -10,11 +10,17 @@ Starts, each on uvicorn with one worker (what `okr-sync serve` runs):
 Then drives each with wrk at 1, 50 and 200 connections (one wrk thread; a Lua script sets
 `Authorization`, and `If-None-Match` for the 304 runs, and counts the statuses) and prints
 req/s, p50, p99 and errors for: a key result's progress (200 and 304), the period tree
-(200 and 304), and the bare app at both sizes.
+(200 and 304), and the bare app at both sizes. Errors are requests without an answer or
+answered 4xx/5xx; "Changed" counts 200s where a 304 was asked for (the data moved).
+
+Then the 200-connection runs again while the service syncs 200,000 leads (`--sync-leads`)
+from the fake Salesforce org of `sync_throughput.py` (its own process, HTTPS on loopback)
+into the demo workspace, until the sync ends; the sync's records/s under load is printed.
 
 Prerequisite: wrk (Debian: `apt-get install -y wrk`).
 
     python bench/progress_polling.py [--duration 10] [--connections 1,50,200]
+        [--sync-leads 200000]
 
 The per-token rate limit is raised for the run (OKR_RATE_LIMIT_REQUESTS_PER_MINUTE): one
 token makes every request here.
@@ -44,21 +50,25 @@ OKR_SYNC = Path(sys.executable).parent / "okr-sync"
 LUA = """
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
-function init(args) wanted = 0; other = 0 end
+function init(args) wanted = 0; other = 0; failed = 0 end
 wrk.headers["Authorization"] = %(authorization)s
 %(if_none_match)s
 function response(status, headers, body)
-  if status == %(expected)d then wanted = wanted + 1 else other = other + 1 end
+  if status == %(expected)d then wanted = wanted + 1
+  elseif status >= 400 then failed = failed + 1
+  else other = other + 1 end
 end
 function done(summary, latency, requests)
-  local w, o = 0, 0
-  for _, t in ipairs(threads) do w = w + t:get("wanted"); o = o + t:get("other") end
+  local w, o, f = 0, 0, 0
+  for _, t in ipairs(threads) do
+    w = w + t:get("wanted"); o = o + t:get("other"); f = f + t:get("failed")
+  end
   local e = summary.errors
   io.write(string.format(
     'RESULT {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p99_us":%%d,' ..
-    '"socket_errors":%%d,"expected":%%d,"other_status":%%d}\\n',
+    '"socket_errors":%%d,"expected":%%d,"other_status":%%d,"failed":%%d}\\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.timeout, w, o))
+    e.connect + e.read + e.write + e.timeout, w, o, f))
 end
 """
 
@@ -127,7 +137,9 @@ def wrk(
         raise SystemExit(f"wrk printed no result:\n{out}")
     result: dict[str, Any] = json.loads(found.group(1))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["errors"] = result["socket_errors"] + result["other_status"]
+    # Errors: no answer, or a 4xx/5xx. A 200 where a 304 was asked for is not one (the
+    # data changed meanwhile); it is counted apart.
+    result["errors"] = result["socket_errors"] + result["failed"]
     return result
 
 
@@ -143,10 +155,121 @@ def machine() -> str:
     return f"{os.cpu_count()} cores{mem}{load}, Python {platform.python_version()}"
 
 
+def row(c: int, label: str, size: int, r: dict[str, Any], baseline: dict[str, Any]) -> None:
+    ratio = r["rps"] / baseline["rps"]
+    print(
+        f"| {c} | {label} | {size:,} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} "
+        f"| {r['p99_us'] / 1000:.2f} | {r['errors']} | {r['other_status']} | {ratio:.2f}x |",
+        flush=True,
+    )
+
+
+HEADER = (
+    "| Connections | Request | Body bytes | req/s | p50 ms | p99 ms | Errors | Changed "
+    "| vs bare |\n"
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def api(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{base}/api/v1{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=3600) as r:
+        return json.loads(r.read() or b"null")
+
+
+def load_during_sync(
+    base: str,
+    token: str,
+    leads: int,
+    fake_info: dict[str, Any],
+    targets: dict[str, str],
+    bare: dict[str, str],
+    seconds: int,
+    tmp: Path,
+    sync_in: str,
+    env: dict[str, str],
+) -> None:
+    """The 200-connection runs again while `leads` leads are synced from the fake
+    Salesforce org into the demo workspace: by a worker process (`okr-sync sync`, as a
+    deployment with OKR_ROLE=api and `okr-sync worker` runs it) or inside the API process
+    (`POST /connectors/{id}/sync`)."""
+    secrets = {k: fake_info[k] for k in ("client_id", "client_secret", "username", "password")}
+    connector = api(
+        base,
+        token,
+        "POST",
+        "/connectors",
+        {
+            "name": "Bench org",
+            "type": "salesforce",
+            "kinds": ["lead"],
+            # REST query/queryMore (the Bulk path is sync_throughput.py's subject).
+            "config": {"login_url": fake_info["base_url"], "bulk_threshold": None},
+            "secrets": secrets | {"security_token": fake_info["security_token"]},
+        },
+    )
+    outcome: dict[str, Any] = {}
+
+    def sync() -> None:
+        started = time.perf_counter()
+        if sync_in == "api":
+            outcome["run"] = api(base, token, "POST", f"/connectors/{connector['id']}/sync")
+        else:
+            done = subprocess.run(
+                [str(OKR_SYNC), "sync", str(connector["id"])],
+                env=env,
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            outcome["run"] = json.loads(done.stdout)
+        outcome["seconds"] = time.perf_counter() - started
+
+    import threading
+
+    syncing = threading.Thread(target=sync)
+    syncing.start()
+    print()
+    where = "in the API process" if sync_in == "api" else "by a worker process"
+    print(f"During a sync of {leads:,} leads {where} (200 connections, {seconds} s per run):")
+    print()
+    print(HEADER)
+    rounds = 0
+    while syncing.is_alive() or rounds == 0:
+        rounds += 1
+        for name, url in targets.items():
+            baseline = wrk(bare[name], 200, seconds, token, None, tmp)
+            row(200, f"bare app, same size as {name}", len(get(url, token)[0]), baseline, baseline)
+            row(200, f"{name} 200", 0, wrk(url, 200, seconds, token, None, tmp), baseline)
+            _, etag = get(url, token)
+            row(200, f"{name} 304", 0, wrk(url, 200, seconds, token, etag, tmp), baseline)
+    syncing.join()
+    run = outcome["run"]
+    print()
+    print(
+        f"sync: {run['status']}, {run['fetched']:,} records in {outcome['seconds']:.1f} s = "
+        f"{run['fetched'] / outcome['seconds']:,.0f} records/s under load ({rounds} round(s) "
+        "of load while it ran)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", default="1,50,200")
+    parser.add_argument(
+        "--sync-leads", type=int, default=200_000, help="leads synced under load (0: skip)"
+    )
+    parser.add_argument(
+        "--sync-in", choices=("worker", "api"), default="worker", help="where the sync runs"
+    )
     parser.add_argument("--bare-app", nargs=2, type=int, metavar=("SIZE", "PORT"))
     args = parser.parse_args()
     if args.bare_app:
@@ -157,10 +280,22 @@ def main() -> None:
     connections = [int(c) for c in args.connections.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="okr-poll-"))
     port = free_port()
+    fake = None
+    if args.sync_leads:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from sync_throughput import Fake
+
+        fake = Fake(args.sync_leads)
     env = os.environ | {
         "OKR_DATABASE_URL": f"sqlite:///{tmp}/okr.db",
         "OKR_RATE_LIMIT_REQUESTS_PER_MINUTE": "100000000",
     }
+    if fake is not None:
+        # The fake org is on loopback (refused unless listed) with its own certificate.
+        env |= {
+            "OKR_CONNECTOR_ALLOWED_HOSTS": "127.0.0.1",
+            "OKR_CONNECTOR_CA_BUNDLE": fake.info["ca_bundle"],
+        }
     log = (tmp / "serve.log").open("w")
     processes = [
         subprocess.Popen(
@@ -198,8 +333,7 @@ def main() -> None:
             print(f"{name}: {len(body)} bytes")
         print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, {args.duration} s per run")
         print()
-        print("| Connections | Request | Body bytes | req/s | p50 ms | p99 ms | Errors | vs bare |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|")
+        print(HEADER)
         for name, url in targets.items():
             # Warm-up, not recorded: FastAPI prepares a route's handling on its first
             # requests, and the service builds its first representations.
@@ -210,25 +344,37 @@ def main() -> None:
             for name, url in targets.items():
                 body, etag = get(url, token)
                 baseline = wrk(bare[name], c, args.duration, token, None, tmp)
-                rows = [
-                    (f"bare app, same size as {name}", len(body), baseline),
-                    (f"{name} 200", len(body), wrk(url, c, args.duration, token, None, tmp)),
-                ]
+                row(c, f"bare app, same size as {name}", len(body), baseline, baseline)
+                row(
+                    c,
+                    f"{name} 200",
+                    len(body),
+                    wrk(url, c, args.duration, token, None, tmp),
+                    baseline,
+                )
                 # The tag current now (a demo sync may have moved the values meanwhile).
                 body, etag = get(url, token)
-                rows.append((f"{name} 304", 0, wrk(url, c, args.duration, token, etag, tmp)))
-                for label, size, r in rows:
-                    ratio = r["rps"] / baseline["rps"]
-                    print(
-                        f"| {c} | {label} | {size:,} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} "
-                        f"| {r['p99_us'] / 1000:.2f} | {r['errors']} | {ratio:.2f}x |",
-                        flush=True,
-                    )
+                row(c, f"{name} 304", 0, wrk(url, c, args.duration, token, etag, tmp), baseline)
+        if fake is not None:
+            load_during_sync(
+                base,
+                token,
+                args.sync_leads,
+                fake.info,
+                targets,
+                bare,
+                args.duration,
+                tmp,
+                args.sync_in,
+                env,
+            )
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+        if fake is not None:
+            fake.close()
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 

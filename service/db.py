@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlmodel import Session
 
 from service.errors import ConflictError
+from service.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -77,6 +78,15 @@ def _create_private(path: Path) -> None:
         pass
 
 
+def pool_options(settings: Settings) -> dict[str, Any]:
+    """The connection pool of a serving process (`OKR_DB_POOL_*`)."""
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_seconds,
+    }
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets foreign keys, WAL, a busy timeout and a private file."""
     kwargs.setdefault("json_serializer", json_dumps)
@@ -84,6 +94,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = sqlite_path(url)
         if path is not None and path.parent.is_dir():
             _create_private(path)
+        if path is None:
+            # In-memory databases live in one connection: no pool to size.
+            for option in ("pool_size", "max_overflow", "pool_timeout"):
+                kwargs.pop(option, None)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )

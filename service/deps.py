@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from service.admission import Admission, RequestDb
 from service.auth.models import Role
 from service.auth.service import Principal, act_as, authenticate, enforce_rate, require
 from service.clock import Clock
@@ -30,19 +30,25 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_engine(request: Request) -> Engine:
-    """The engine the app was started with."""
-    engine: Engine = request.app.state.engine
-    return engine
+async def get_request_db(request: Request) -> AsyncIterator[RequestDb]:
+    """The request's database access: a slot first (waiting, if it must, in the event
+    loop, holding nothing), then a session. Both are given back when the endpoint has
+    returned and its answer is serialised (`scope="function"`), before it is sent."""
+    admission: Admission = request.app.state.admission
+    await admission.acquire()
+    access = RequestDb(request.app.state.engine, admission)
+    try:
+        yield access
+    finally:
+        await access.aclose()
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
+RequestDbDep = Annotated[RequestDb, Depends(get_request_db, scope="function")]
 
 
-def get_session(engine: EngineDep) -> Iterator[Session]:
+async def get_session(access: RequestDbDep) -> Session:
     """A session per request. Routes commit (the boundary owns the transaction)."""
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
+    return access.session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -161,6 +162,14 @@ def install_error_handlers(app: FastAPI) -> None:
         response = problem(exc.status_code, str(exc.detail))
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
+        return response
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _busy(_request: Request, _exc: PoolTimeoutError) -> JSONResponse:
+        # Every connection stayed busy for OKR_DB_POOL_TIMEOUT_SECONDS: the database is the
+        # bottleneck, not the request; the client may come back shortly.
+        response = problem(503, "the database is busy; retry shortly")
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(Exception)

@@ -8,14 +8,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
+import anyio
+import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine, text
+from sqlalchemy.pool import NullPool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service import db
+from service.admission import Admission, db_request_slots
 from service.auth.models import Role, TokenCreate
 from service.auth.routes import router as auth_router
 from service.auth.service import create_token
@@ -25,6 +30,7 @@ from service.limits import BodySizeLimit
 from service.mappings.routes import router as mappings_router
 from service.okr.routes import router as okr_router
 from service.openapi import install_openapi, problem_response
+from service.progress.fastpath import PolledReads
 from service.progress.routes import router as progress_router
 from service.settings import Settings, get_settings
 from service.sync import secrets as secret_store
@@ -34,6 +40,9 @@ from service.sync.scheduler import Scheduler
 from service.workspaces.routes import router as workspaces_router
 
 log = logging.getLogger(__name__)
+
+#: `/readyz` answers 503 when the database takes longer than this to answer `SELECT 1`.
+READY_TIMEOUT_SECONDS = 2.0
 
 try:
     VERSION = version("okr-sync")
@@ -103,7 +112,7 @@ def create_app(
     this process runs.
     """
     settings = settings or get_settings()
-    engine = engine or db.make_engine(settings.database_url)
+    engine = engine or db.make_engine(settings.database_url, **db.pool_options(settings))
     clock = in_utc(clock)
     sync_engine = SyncEngine(engine, settings, clock=clock)
 
@@ -133,9 +142,12 @@ def create_app(
     app.state.clock = clock
     # Per-token request counts of this process (a moving window), for the rate limit.
     app.state.rate_limiter = MovingWindowRateLimiter(MemoryStorage())
+    app.state.admission = Admission(db_request_slots(settings))
     install_error_handlers(app)
     install_openapi(app)
     # Outermost last: the Host is checked first, then the body is bounded while it streams.
+    # Innermost: polled progress reads answered from memory (`service.progress.fastpath`).
+    app.add_middleware(PolledReads)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
 
@@ -150,8 +162,19 @@ def create_app(
     api.include_router(auth_router)
     app.include_router(api)
 
+    # Readiness asks the database on a connection of its own, in a thread of its own:
+    # neither a busy pool nor a full thread pool can make the probe wait.
+    probe_engine = db.make_engine(
+        engine.url.render_as_string(hide_password=False), poolclass=NullPool
+    )
+    probe_threads = CapacityLimiter(2)
+
+    def database_answers() -> None:
+        with probe_engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
@@ -161,11 +184,15 @@ def create_app(
         response_model=dict[str, str],
         responses={503: problem_response("The database does not answer.")},
     )
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         """Readiness: the database answers."""
         try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            with anyio.fail_after(READY_TIMEOUT_SECONDS):
+                await anyio.to_thread.run_sync(
+                    database_answers, limiter=probe_threads, abandon_on_cancel=True
+                )
+        except TimeoutError:
+            return problem(503, f"database did not answer within {READY_TIMEOUT_SECONDS} s")
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             return problem(503, f"database unavailable: {type(exc).__name__}")
         return JSONResponse({"status": "ready"})

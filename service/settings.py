@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     #: API worker) shows within this delay; one written by this process, at once.
     #: 0: ask on every read.
     progress_version_check_seconds: float = Field(default=1.0, ge=0)
+    #: Database connections each process keeps open, and how many more it may open under
+    #: load. A request holds one connection at most, only while it queries (never while it
+    #: waits for a thread or a vendor), so this bounds concurrent queries, not clients.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    #: How long a query waits for a free connection before the request answers 503 with
+    #: Retry-After (rather than queueing without bound).
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     #: Hosts connectors may reach besides their vendor's own (comma-separated host names,
     #: IP addresses or networks), e.g. a test double or an egress proxy. Loopback, private,
     #: link-local and metadata addresses are refused unless listed here.

@@ -22,17 +22,18 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
+from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from service.admission import Admission
 from service.auth.models import Role
 from service.auth.service import Principal, authenticate, cached_principal, enforce_rate, require
 from service.clock import Clock
 from service.deps import XWorkspace, bearer
-from service.errors import NotFoundError
+from service.errors import NotFoundError, RateLimitedError
 from service.http_cache import Representation, representation, respond
 from service.okr.models import KeyResult, Objective, Team
 from service.okr.service import find_period, get_owned
@@ -85,8 +86,19 @@ class PollScope:
 class ProgressCache:
     """One process's built progress representations for one database."""
 
-    def __init__(self, engine: Engine, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock,
+        admission: Admission,
+        rate_limiter: MovingWindowRateLimiter,
+    ) -> None:
         self.engine = engine
+        self.admission = admission
+        #: Reads answered by `from_memory` (for tests and metrics).
+        self.memory_hits = 0
+        self.rate_limiter = rate_limiter
         self.settings = settings
         self.clock = clock
         self._built: dict[tuple[int, tuple[Any, ...]], _Built] = {}
@@ -97,12 +109,13 @@ class ProgressCache:
         on_commit(engine, self._written)
 
     async def _once(self, key: Hashable, work: Callable[..., T], *args: Any) -> T:
-        """`work(*args)` in the thread pool, shared by every request that needs the same
-        `key` meanwhile: when a version changes or a cached token expires under 200
-        polling connections, one of them looks it up, not 200."""
+        """`work(*args)` in the thread pool, holding a database slot
+        (`service.admission`), shared by every request that needs the same `key`
+        meanwhile: when a version changes or a cached token expires under 200 polling
+        connections, one of them looks it up, not 200."""
         pending = self._pending.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(run_in_threadpool(work, *args))
+            pending = asyncio.ensure_future(self.admission.run(work, *args))
             self._pending[key] = pending
             pending.add_done_callback(lambda _: self._pending.pop(key, None))
         result: T = await asyncio.shield(pending)
@@ -129,11 +142,7 @@ class ProgressCache:
     async def workspace(self, scope: PollScope, now: datetime) -> _WorkspaceRef:
         """The workspace the request acts in, as `deps.ViewerWorkspace` resolves it."""
         own = scope.principal.workspace_id
-        key: tuple[Any, ...]
-        if own is not None:
-            key = ("id", own)
-        else:
-            key = ("slug", scope.x_workspace) if scope.x_workspace else ("first",)
+        key = _workspace_key(scope.principal, scope.x_workspace)
         ref = self._workspaces.get(key)
         if ref is None or not self._current(ref, now):
             ref = await self._once(("workspace", key), self._look_up, key, now)
@@ -171,6 +180,44 @@ class ProgressCache:
         return _WorkspaceRef(workspace_id, slug, version or 0, now, tick.get(workspace_id, 0))
 
     # ------------------------------------------------------------------ representations
+
+    def from_memory(
+        self,
+        token: str | None,
+        x_workspace: str | None,
+        resource: tuple[Any, ...],
+        now: datetime,
+    ) -> Representation | None:
+        """What `serve` would answer, when it needs nothing but memory: a cached token
+        allowed to read, a workspace version checked recently enough, a current
+        representation, the token within its rate. None when anything is missing,
+        invalid or refused: the request then takes the ordinary route, which looks up,
+        builds or answers the error."""
+        ttl = self.settings.token_cache_seconds
+        if not token or ttl <= 0:
+            return None
+        principal = cached_principal(token, now, ttl)
+        if principal is None or principal.role.rank < Role.viewer.rank:
+            return None
+        ref = self._workspaces.get(_workspace_key(principal, x_workspace))
+        if ref is None or not self._current(ref, now):
+            return None
+        if principal.workspace_id is not None and x_workspace and x_workspace != ref.slug:
+            return None
+        built = self._built.get((ref.id, resource))
+        if (
+            built is None
+            or built.version != ref.version
+            or (built.until is not None and now >= built.until)
+        ):
+            return None
+        limiter = self.rate_limiter
+        try:
+            enforce_rate(limiter, self.settings.rate_limit_requests_per_minute, principal, now)
+        except RateLimitedError:
+            return None
+        self.memory_hits += 1
+        return built.found
 
     async def serve(
         self, request: Request, scope: PollScope, resource: tuple[Any, ...], build: Build
@@ -211,12 +258,25 @@ class ProgressCache:
         return built
 
 
+def _workspace_key(principal: Principal, x_workspace: str | None) -> tuple[Any, ...]:
+    if principal.workspace_id is not None:
+        return ("id", principal.workspace_id)
+    return ("slug", x_workspace) if x_workspace else ("first",)
+
+
 def progress_cache(request: Request) -> ProgressCache:
-    """The app's cache (made on first use: every read runs on the event loop)."""
-    state = request.app.state
+    """The app's cache."""
+    return cache_of(request.app.state)
+
+
+def cache_of(state: Any) -> ProgressCache:
+    """The cache of an app's `state` (made on first use: every read runs on the event
+    loop, so no two can make one)."""
     cache: ProgressCache | None = getattr(state, "progress_cache", None)
     if cache is None:
-        cache = ProgressCache(state.engine, state.settings, state.clock)
+        cache = ProgressCache(
+            state.engine, state.settings, state.clock, state.admission, state.rate_limiter
+        )
         state.progress_cache = cache
     return cache
 
@@ -231,12 +291,7 @@ async def poll_scope(
     cache = progress_cache(request)
     now = cache.clock()
     principal = await cache.principal(credentials.credentials if credentials else None, now)
-    enforce_rate(
-        request.app.state.rate_limiter,
-        cache.settings.rate_limit_requests_per_minute,
-        principal,
-        now,
-    )
+    enforce_rate(cache.rate_limiter, cache.settings.rate_limit_requests_per_minute, principal, now)
     require(principal, Role.viewer)
     return PollScope(principal, x_workspace)
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from sqlmodel import col, select
 
 from connectors.errors import ConnectorError
-from service.deps import AdminWorkspace, ClockDep, SessionDep, SettingsDep
+from service.deps import AdminWorkspace, ClockDep, RequestDbDep, SessionDep, SettingsDep
 from service.okr.service import get_owned, page_of
 from service.pagination import Cursor, Id, Limit, Page, decode_cursor, page_size
 from service.sync import secrets as secret_store
@@ -100,6 +100,7 @@ def delete_connector(session: SessionDep, ws: AdminWorkspace, connector_id: Id) 
 
 @router.post("/{connector_id}/check", response_model=CheckPublic)
 def check_connector(
+    access: RequestDbDep,
     session: SessionDep,
     ws: AdminWorkspace,
     settings: SettingsDep,
@@ -114,6 +115,8 @@ def check_connector(
         vendor = service.build_connector(row, settings, runtime)
     except ConnectorError as exc:  # secrets no key decrypts
         return CheckPublic(ok=False, detail=f"{exc.error_class}: {exc.message}")
+    # The vendor may take its whole timeout to answer: hold no connection meanwhile.
+    access.release()
     try:
         result = vendor.check()
     except ConnectorError as exc:
@@ -133,10 +136,16 @@ def check_connector(
 
 @router.post("/{connector_id}/sync", response_model=SyncRunPublic)
 def sync_connector(
-    request: Request, session: SessionDep, ws: AdminWorkspace, connector_id: Id
+    request: Request,
+    access: RequestDbDep,
+    session: SessionDep,
+    ws: AdminWorkspace,
+    connector_id: Id,
 ) -> SyncRun:
     """Run a sync now and return the finished run (409 if one is already running)."""
     get_owned(session, Connector, ws, connector_id)
+    # The sync opens its own sessions, one page at a time; this request's goes back now.
+    access.release()
     return _engine(request).run(connector_id, RunTrigger.manual)
 
 

@@ -43,13 +43,17 @@ def _command(wall_clock: str | None) -> list[str]:
 
 @contextmanager
 def serving(
-    tmp_path: Path, database_url: str, wall_clock: str | None = None
+    tmp_path: Path,
+    database_url: str,
+    wall_clock: str | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, str | None]]:
     """Run `okr-sync serve` on a port the OS picks until it is ready; yield its base URL;
-    stop it whatever happens."""
+    stop it whatever happens. `settings`: extra `OKR_*` environment variables."""
     wall_clock = wall_clock or os.environ.get(WALL_CLOCK_ENV)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
     env["OKR_DATABASE_URL"] = database_url
+    env.update(settings or {})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     log = tmp_path / f"serve-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
