@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     #: Default page size of list endpoints, and its maximum.
     page_limit_default: int = Field(default=50, ge=1)
     page_limit_max: int = Field(default=500, ge=1)
+    #: A key result's history in day or week buckets holds at most this many buckets (a
+    #: longer range is a 422 naming `from`; each bucket is a parameter of one SQL query) ...
+    history_buckets_max_count: int = Field(default=1000, ge=1, le=10_000)
+    #: ... and a CSV of its points at most this many rows per response (the next ones are
+    #: linked in `Link: <...>; rel="next"`).
+    history_csv_max_rows: int = Field(default=10_000, ge=1)
     #: Largest request body read; larger ones are refused with 413 before being parsed.
     max_body_bytes: int = Field(default=1_000_000, ge=1)
     #: Host names requests may carry in `Host` (comma-separated in the environment;

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlmodel import col, select
 
 from service.deps import ClockDep, EditorWorkspace, SessionDep, SettingsDep, ViewerWorkspace
-from service.okr import service
+from service.okr import history, service
 from service.okr.models import (
     CheckInCreate,
     Initiative,
@@ -335,24 +335,90 @@ def create_check_in(
 
 @router.get(
     "/key-results/{key_result_id}/history",
-    response_model=Page[KeyResultValuePublic],
+    response_model=Page[KeyResultValuePublic] | history.HistoryBucketsPublic,
+    responses={200: history.OPENAPI_200},
     tags=["key results"],
 )
 def key_result_history(
+    request: Request,
     session: SessionDep,
     ws: ViewerWorkspace,
     settings: SettingsDep,
+    clock: ClockDep,
     key_result_id: Id,
     limit: Limit = None,
     cursor: Cursor = None,
-) -> Page[Any]:
-    """The key result's value history in the order points were recorded, each with its time."""
-    service.get_owned(session, KeyResult, ws, key_result_id)
-    query = select(KeyResultValue).where(KeyResultValue.key_result_id == key_result_id)
-    rows, nxt = service.page_of(
-        session, query, KeyResultValue, page_size(settings, limit), decode_cursor(cursor)
+    bucket: Annotated[
+        history.HistoryBucket | None,
+        Query(
+            description="One item per local day, or per ISO week (Monday first), in the "
+            "workspace's time zone, giving the value at its end: days or weeks without a "
+            "point carry the previous value, and those before the first point say null. "
+            "Not paginated (at most `OKR_HISTORY_BUCKETS_MAX_COUNT`, 1,000 by default). "
+            "Without it: the points themselves in the order they were recorded, a page at a "
+            "time."
+        ),
+    ] = None,
+    from_: Annotated[
+        history.CalendarDate | None,
+        Query(
+            alias="from",
+            description="With `bucket`: the range's first day, YYYY-MM-DD (default: the "
+            "start of the key result's window).",
+        ),
+    ] = None,
+    to: Annotated[
+        history.CalendarDate | None,
+        Query(
+            description="With `bucket`: the day after the range, which is half-open like "
+            "periods (default: the end of the key result's window); days after today are "
+            "left out."
+        ),
+    ] = None,
+    format_: Annotated[
+        history.HistoryFormat,
+        Query(
+            alias="format",
+            description="`json`, or `csv` (`text/csv`, UTF-8, a header row; points: "
+            "id, key_result_id, at, value, source, note, mapping_id, mapping_version, "
+            "details; buckets: start, start_at, value, value_at, count; times in UTC). Text "
+            "a spreadsheet would run as a formula (starting with = + - @) gets a leading `'`. "
+            "A CSV of points holds all of them from `cursor` up to `limit` or "
+            "`OKR_HISTORY_CSV_MAX_ROWS` (10,000 by default), and links the next ones in "
+            '`Link: <...>; rel="next"`.',
+        ),
+    ] = history.HistoryFormat.json,
+) -> Any:
+    """The key result's value history: its points, or its value at the end of each day or week."""
+    key_result = service.get_owned(session, KeyResult, ws, key_result_id)
+    history.check_parameters(bucket=bucket, from_=from_, to=to, limit=limit, cursor=cursor)
+    csv = format_ is history.HistoryFormat.csv
+    if bucket is not None:
+        found = history.buckets(
+            session,
+            ws,
+            key_result,
+            bucket,
+            from_,
+            to,
+            clock(),
+            settings.history_buckets_max_count,
+        )
+        return history.csv_response(history.buckets_csv(found), key_result_id) if csv else found
+    size = (
+        history.csv_page_size(settings.history_csv_max_rows, limit)
+        if csv
+        else page_size(settings, limit)
     )
-    return Page(items=rows, next_cursor=nxt)
+    query = select(KeyResultValue).where(KeyResultValue.key_result_id == key_result_id)
+    rows, nxt = service.page_of(session, query, KeyResultValue, size, decode_cursor(cursor))
+    if not csv:
+        return Page(items=rows, next_cursor=nxt)
+    next_url = None
+    if nxt is not None:
+        following = request.url.include_query_params(cursor=nxt)
+        next_url = f"{following.path}?{following.query}"
+    return history.csv_response(history.points_csv(rows), key_result_id, next_url)
 
 
 # ---------------------------------------------------------------------------- initiatives
