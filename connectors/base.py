@@ -257,5 +257,10 @@ class Connector(ABC):
         """A link to the record in the vendor's UI, for explanations; None if unknown."""
         return None
 
+    def quota_usage(self) -> tuple[int, int] | None:
+        """(used, limit) of the vendor's daily request quota as last reported to this
+        connector, where the vendor reports it; None otherwise."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
         """Release network resources."""

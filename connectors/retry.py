@@ -80,11 +80,11 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random)
     requests_made: int = 0
     retries: int = 0
+    #: Vendor answers that said to slow down (429 and equivalents), retried or not.
+    rate_limited: int = 0
     _recent: deque[float] = field(default_factory=deque)
 
-    def call(
-        self, fn: Callable[[], T], *, reauthenticate: Callable[[], None] | None = None
-    ) -> T:
+    def call(self, fn: Callable[[], T], *, reauthenticate: Callable[[], None] | None = None) -> T:
         """Run `fn` (one vendor request) under the policy and return its result."""
         refreshed = False
         attempt = 0
@@ -100,6 +100,7 @@ class RetryPolicy:
                 reauthenticate()
                 attempt -= 1  # a refresh is not a failed attempt
             except RateLimitedError as exc:
+                self.rate_limited += 1
                 if attempt >= self.max_attempts:
                     raise
                 delay = exc.retry_after_seconds

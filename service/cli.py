@@ -11,6 +11,7 @@ import typer
 
 from service import db
 from service.auth.models import Role
+from service.observability import configure_logging
 from service.settings import Settings
 
 app = typer.Typer(
@@ -53,7 +54,10 @@ def serve(
         settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, bound]})
     database = db.safe_url(settings.database_url)
     typer.echo(f"okr-sync on http://{host}:{port}  (docs: /docs, database: {database})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    configure_logging(settings)
+    # Our handler and our request log (method, route, status, latency, workspace) in
+    # place of uvicorn's own logging config and access log.
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
 @app.command()
@@ -67,6 +71,7 @@ def worker() -> None:
     from service.sync.scheduler import Scheduler
 
     settings = Settings()
+    configure_logging(settings)
     _check_keys(settings)
     engine = db.make_engine(settings.database_url)
     if settings.migrate_on_start:

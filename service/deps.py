@@ -113,6 +113,7 @@ DeploymentAdmin = Annotated[Principal, Depends(get_deployment_admin)]
 
 def _workspace_for(role: Role) -> Callable[..., Workspace]:
     def current_workspace(
+        request: Request,
         session: SessionDep,
         principal: PrincipalDep,
         x_workspace: XWorkspace = None,
@@ -125,6 +126,7 @@ def _workspace_for(role: Role) -> Callable[..., Workspace]:
             own = session.get(Workspace, principal.workspace_id)
             if own is None or (x_workspace and x_workspace != own.slug):
                 raise NotFoundError("workspace", repr(x_workspace), field="X-Workspace")
+            request.state.workspace = own.slug  # for the request log
             return own
         query = select(Workspace)
         if x_workspace:
@@ -134,6 +136,7 @@ def _workspace_for(role: Role) -> Callable[..., Workspace]:
             if x_workspace:
                 raise NotFoundError("workspace", repr(x_workspace), field="X-Workspace")
             raise NotFoundError("workspace", "(default)", field="X-Workspace")
+        request.state.workspace = workspace.slug
         return workspace
 
     return current_workspace

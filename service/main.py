@@ -11,26 +11,29 @@ from importlib.metadata import PackageNotFoundError, version
 import anyio
 import anyio.to_thread
 from anyio import CapacityLimiter
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.pool import NullPool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from service import db
+from service import db, observability
 from service.admission import Admission, db_request_slots
 from service.auth.models import Role, TokenCreate
 from service.auth.routes import router as auth_router
 from service.auth.service import create_token
 from service.clock import Clock, in_utc, utc_now
-from service.errors import install_error_handlers, problem
+from service.errors import ForbiddenError, install_error_handlers, problem
 from service.limits import BodySizeLimit
 from service.mappings.routes import router as mappings_router
+from service.observability import RequestMetrics
 from service.okr.routes import router as okr_router
 from service.openapi import install_openapi, problem_response
 from service.progress.fastpath import PolledReads
+from service.progress.polling import PollScopeDep
 from service.progress.routes import router as progress_router
 from service.settings import Settings, get_settings
 from service.sync import secrets as secret_store
@@ -150,8 +153,11 @@ def create_app(
     app.add_middleware(PolledReads)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    # Outermost: every request is timed and logged, refused ones included.
+    app.add_middleware(RequestMetrics)
+    app.state.metrics = observability.registry_for(engine, clock)
 
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix=observability.API_PREFIX)
     # Routes are matched in order: the polled progress reads first (no other path
     # overlaps theirs), so a dashboard's request is not compared with every other route.
     api.include_router(progress_router)
@@ -172,6 +178,27 @@ def create_app(
     def database_answers() -> None:
         with probe_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+                "description": "Prometheus text exposition format.",
+            },
+            403: problem_response("A workspace token: metrics span every workspace."),
+        },
+    )
+    async def metrics(request: Request, scope: PollScopeDep) -> Response:
+        """Prometheus metrics (syncs, vendor requests, HTTP latency, key results); needs a
+        deployment token."""
+        if scope.principal.workspace_id is not None:
+            raise ForbiddenError("metrics span every workspace: use a deployment token")
+        admission: Admission = request.app.state.admission
+        body = await admission.run(generate_latest, request.app.state.metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

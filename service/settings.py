@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     #: API worker) shows within this delay; one written by this process, at once.
     #: 0: ask on every read.
     progress_version_check_seconds: float = Field(default=1.0, ge=0)
+    #: Log lines as JSON objects (`json`), as text (`text`), or JSON unless stderr is a
+    #: terminal (`auto`).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: Database connections each process keeps open, and how many more it may open under
     #: load. A request holds one connection at most, only while it queries (never while it
     #: waits for a thread or a vendor), so this bounds concurrent queries, not clients.

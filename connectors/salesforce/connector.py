@@ -320,6 +320,10 @@ class SalesforceConnector(Connector):
 
     # ----------------------------------------------------------------------------- check
 
+    def quota_usage(self) -> tuple[int, int] | None:
+        """From the `Sforce-Limit-Info` header of the last response."""
+        return self._client.api_usage()
+
     def check(self) -> CheckResult:
         """Log in and read `/limits`; report the daily API request usage."""
         try:

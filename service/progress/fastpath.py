@@ -31,6 +31,12 @@ _KEY_RESULT = re.compile(rf"/api/v1/key-results/{_ID}/progress")
 _OBJECTIVE = re.compile(rf"/api/v1/objectives/{_ID}/progress")
 _TREE = "/api/v1/progress"
 _CANONICAL_ID = re.compile(_ID)
+#: The routes' own templates, for request logs and metrics.
+_TEMPLATES = {
+    "key_result": "/api/v1/key-results/{key_result_id}/progress",
+    "objective": "/api/v1/objectives/{objective_id}/progress",
+    "tree": _TREE,
+}
 
 
 def _id(text: str) -> int | None:
@@ -89,12 +95,15 @@ class PolledReads:
             if resource is not None:
                 found = self._from_memory(scope, resource)
                 if found is not None:
-                    await self._answer(scope, found, send)
+                    representation, workspace = found
+                    scope.setdefault("state", {})["workspace"] = workspace
+                    scope["route_template"] = _TEMPLATES[resource[0]]
+                    await self._answer(scope, representation, send)
                     return
         await self.app(scope, receive, send)
 
     @staticmethod
-    def _from_memory(scope: Scope, resource: tuple[Any, ...]) -> Representation | None:
+    def _from_memory(scope: Scope, resource: tuple[Any, ...]) -> tuple[Representation, str] | None:
         cache = cache_of(scope["app"].state)
         authorization = _header(scope, b"authorization")
         token = None

@@ -187,8 +187,9 @@ class ProgressCache:
         x_workspace: str | None,
         resource: tuple[Any, ...],
         now: datetime,
-    ) -> Representation | None:
-        """What `serve` would answer, when it needs nothing but memory: a cached token
+    ) -> tuple[Representation, str] | None:
+        """What `serve` would answer (and the workspace's slug), when it needs nothing but
+        memory: a cached token
         allowed to read, a workspace version checked recently enough, a current
         representation, the token within its rate. None when anything is missing,
         invalid or refused: the request then takes the ordinary route, which looks up,
@@ -217,7 +218,7 @@ class ProgressCache:
         except RateLimitedError:
             return None
         self.memory_hits += 1
-        return built.found
+        return built.found, ref.slug
 
     async def serve(
         self, request: Request, scope: PollScope, resource: tuple[Any, ...], build: Build
@@ -225,6 +226,7 @@ class ProgressCache:
         """The resource's stored representation if still current, else a new one."""
         now = self.clock()
         ref = await self.workspace(scope, now)
+        request.state.workspace = ref.slug
         built = self._built.get((ref.id, resource))
         if (
             built is None

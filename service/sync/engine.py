@@ -35,6 +35,7 @@ from sqlmodel import Session
 from connectors.base import Record, RecordKind, Runtime, Window
 from connectors.errors import ConnectorError, QuotaExceededError
 from connectors.retry import RetryPolicy
+from service import observability
 from service.clock import Clock, in_utc, utc_now
 from service.db import json_dumps
 from service.errors import ConflictError, NotFoundError
@@ -50,6 +51,7 @@ from service.sync.models import (
     SyncState,
 )
 from service.sync.service import build_connector, connector_class, enabled_kinds
+from service.workspaces.models import Workspace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -435,9 +437,13 @@ class SyncEngine:
             )
             session.add(run)
             session.commit()
+            workspace = session.get(Workspace, row.workspace_id)
+            slug = workspace.slug if workspace is not None else str(row.workspace_id)
+        observability.run_started(row, slug, run, [k.value for k in enabled_kinds(row)])
         reports: dict[str, KindReport] = {}
         runtime = self.runtime_factory(row)
         error: BaseException | None = None
+        quota: tuple[int, int] | None = None
         try:
             vendor = build_connector(row, self.settings, runtime)
             try:
@@ -446,13 +452,18 @@ class SyncEngine:
                     reports[kind.value] = report
                     self._sync_kind(row, vendor, kind, started, report)
             finally:
+                quota = vendor.quota_usage()
                 vendor.close()
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run
             error = exc
         totals = Counts()
         for report in reports.values():
             totals.add(report.counts)
-        return self._finish(row, run, started, t0, totals, reports, runtime, error)
+        finished = self._finish(row, run, started, t0, totals, reports, runtime, error)
+        observability.run_finished(
+            row, slug, finished, finished.details or {}, runtime.retry.rate_limited, quota
+        )
+        return finished
 
     def _finish(
         self,

@@ -135,6 +135,8 @@ def _takes_workspace(operation: dict[str, Any]) -> bool:
 
 #: Operations that also answer in another media type than JSON (`format=...`).
 OTHER_MEDIA_TYPES = {("GET", f"{API}/key-results/{{key_result_id}}/history"): ["text/csv"]}
+#: Operations that answer no JSON at all.
+ONLY_MEDIA_TYPES = {("GET", "/metrics"): ["text/plain"]}
 
 
 def test_given_the_document_then_success_content_types_are_right(doc: dict[str, Any]) -> None:
@@ -145,7 +147,10 @@ def test_given_the_document_then_success_content_types_are_right(doc: dict[str, 
             if status in ("204", "304"):
                 assert "content" not in response, (method, path, status)
             else:
-                media_types = ["application/json", *OTHER_MEDIA_TYPES.get((method, path), [])]
+                media_types = ONLY_MEDIA_TYPES.get((method, path)) or [
+                    "application/json",
+                    *OTHER_MEDIA_TYPES.get((method, path), []),
+                ]
                 assert list(response["content"]) == media_types, (method, path, status)
         if "304" in successes:
             assert "ETag" in successes["200"]["headers"]
