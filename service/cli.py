@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -45,6 +46,7 @@ def serve(
     import uvicorn
 
     from service.main import create_app
+    from service.progress.stream import end_streams
 
     settings = Settings()
     _check_keys(settings)
@@ -55,9 +57,32 @@ def serve(
     database = db.safe_url(settings.database_url)
     typer.echo(f"okr-sync on http://{host}:{port}  (docs: /docs, database: {database})")
     configure_logging(settings)
-    # Our handler and our request log (method, route, status, latency, workspace) in
-    # place of uvicorn's own logging config and access log.
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    api = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # Event streams never end by themselves: end them, or the shutdown waits for
+            # them until the grace period runs out.
+            end_streams(api)
+
+    config = uvicorn.Config(
+        api,
+        host=host,
+        port=port,
+        # Our handler and our request log (method, route, status, latency, workspace) in
+        # place of uvicorn's own logging config and access log.
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # a second Ctrl-C
+        pass
+    if not server.started:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -123,7 +123,9 @@ _SOURCES = ("body", "query", "path", "header", "cookie")
 def _location(loc: tuple[Any, ...] | list[Any]) -> str | None:
     parts = list(loc)
     if parts and parts[0] in _SOURCES:
-        parts = parts[1:]
+        # A parameter is named as the request names it, whichever of its repeated values
+        # (`?key_result=1&key_result=0`) is wrong; a body field by its path.
+        parts = parts[1:] if parts[0] == "body" else parts[1:2]
     return ".".join(str(part) for part in parts) or None
 
 

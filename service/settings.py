@@ -83,6 +83,21 @@ class Settings(BaseSettings):
     #: How long a query waits for a free connection before the request answers 503 with
     #: Retry-After (rather than queueing without bound).
     db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: `GET /api/v1/stream` sends a `: ping` comment after this long without an event, so
+    #: proxies and load balancers keep an idle stream open.
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    #: Event streams one API process serves at once; beyond, new ones get a 503.
+    #: 0: no streams.
+    stream_max_clients: int = Field(default=1000, ge=0)
+    #: Events waiting for one slow client at most: beyond, its queue is dropped and it is
+    #: sent a fresh snapshot once it reads again.
+    stream_client_queue_max_events: int = Field(default=1000, ge=1)
+    #: The `retry:` hint a stream starts with: how long a client waits before reconnecting.
+    stream_retry_milliseconds: int = Field(default=3000, ge=0)
+    #: On SIGINT/SIGTERM, `okr-sync serve` waits this long for requests in flight, then
+    #: closes what is still open: event streams never end by themselves (their clients
+    #: reconnect, to another process, with `Last-Event-ID`).
+    shutdown_grace_seconds: int = Field(default=5, ge=0)
     #: Hosts connectors may reach besides their vendor's own (comma-separated host names,
     #: IP addresses or networks), e.g. a test double or an egress proxy. Loopback, private,
     #: link-local and metadata addresses are refused unless listed here.
