@@ -14,7 +14,7 @@ from anyio import CapacityLimiter
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.pool import NullPool
@@ -143,8 +143,10 @@ def create_app(
     app.state.settings = settings
     app.state.sync_engine = sync_engine
     app.state.clock = clock
-    # Per-token request counts of this process (a moving window), for the rate limit.
-    app.state.rate_limiter = MovingWindowRateLimiter(MemoryStorage())
+    # Per-token request counts of this process, for the rate limit: a sliding-window
+    # counter, constant time per request (a moving window keeps every hit of the last
+    # minute in a list, whose insert grows with the rate allowed).
+    app.state.rate_limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
     app.state.admission = Admission(db_request_slots(settings))
     install_error_handlers(app)
     install_openapi(app)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from limits import RateLimitItemPerMinute
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, select
@@ -287,7 +287,7 @@ def _audit(session: OrmSession, _context: Any) -> None:
 
 
 def enforce_rate(
-    limiter: MovingWindowRateLimiter, per_minute: int, principal: Principal, now: datetime
+    limiter: SlidingWindowCounterRateLimiter, per_minute: int, principal: Principal, now: datetime
 ) -> None:
     """Count a request of `principal`'s token; 429 with Retry-After beyond `per_minute`."""
     rate = RateLimitItemPerMinute(per_minute)

@@ -23,7 +23,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -92,7 +92,7 @@ class ProgressCache:
         settings: Settings,
         clock: Clock,
         admission: Admission,
-        rate_limiter: MovingWindowRateLimiter,
+        rate_limiter: SlidingWindowCounterRateLimiter,
     ) -> None:
         self.engine = engine
         self.admission = admission
