@@ -229,6 +229,8 @@ def load_during_sync(
                 text=True,
                 check=False,
             )
+            if done.returncode != 0:
+                raise SystemExit(f"okr-sync sync failed ({done.returncode}): {done.stderr}")
             outcome["run"] = json.loads(done.stdout)
         outcome["seconds"] = time.perf_counter() - started
 

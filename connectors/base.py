@@ -221,6 +221,12 @@ class Connector(ABC):
         return fields
 
     @classmethod
+    def amount_currencies(cls, config: ConnectorConfig) -> frozenset[str] | None:  # noqa: ARG003
+        """The only currencies this source's amounts can be in, when its configuration
+        says so (a single-currency CRM account); None when any currency may appear."""
+        return None
+
+    @classmethod
     def missing_secrets(cls, config: ConnectorConfig, secrets: ConnectorSecrets) -> list[str]:  # noqa: ARG003
         """Secret fields `config` needs that `secrets` lacks (e.g. per auth flow)."""
         return []

@@ -299,6 +299,14 @@ class SalesforceConnector(Connector):
         return list(secrets.missing_for(config.auth_flow))
 
     @classmethod
+    def amount_currencies(cls, config: ConnectorConfig) -> frozenset[str] | None:
+        """A single-currency org has one currency for every amount (Salesforce Help,
+        "Manage Multiple Currencies": `CurrencyIsoCode` exists only once enabled)."""
+        if isinstance(config, SalesforceConfig) and not config.multi_currency:
+            return frozenset({config.default_currency})
+        return None
+
+    @classmethod
     def raw_fields(cls, config: ConnectorConfig, kind: RecordKind) -> dict[str, FieldType]:
         """Standard fields, `CurrencyIsoCode` in a multi-currency org, then custom fields."""
         fields = dict(cls.standard_raw_fields.get(kind, {}))

@@ -584,7 +584,7 @@ def _part(
                 f"{spec.type} needs a numeric field; {spec.field} is {ref.type.value}",
             )
         if ref.amount and not isinstance(spec, CountDistinctSpec):
-            currency = _currency(ctx, spec, path)
+            currency = _currency(ctx, spec, path, cls.amount_currencies(config), connector)
     permalink = None
     if "permalink" in fields.raw_fields:
         permalink = raw_value(["permalink"], FieldType.string, ctx.dialect)
@@ -604,8 +604,16 @@ def _part(
     )
 
 
-def _currency(ctx: Context, spec: Any, path: str) -> str:
-    """The one currency amounts are summed in: the key result's, else the spec's filter."""
+def _currency(
+    ctx: Context,
+    spec: Any,
+    path: str,
+    source: frozenset[str] | None,
+    connector: Connector,
+) -> str:
+    """The one currency amounts are summed in: the key result's, else the spec's filter.
+    Refused when the source's amounts can never be in it (`source`: the only currencies
+    the connector's configuration allows, e.g. a single-currency CRM account)."""
     pinned = _top_level_currency(spec, path)
     kr = ctx.key_result
     if kr is not None and kr.unit == Unit.currency and kr.currency:
@@ -616,15 +624,23 @@ def _currency(ctx: Context, spec: Any, path: str) -> str:
                     f"the key result is in {kr.currency}; this filter keeps only "
                     f"{', '.join(codes)} amounts, which are never converted",
                 )
-        return kr.currency
-    single = [codes[0] for _, codes in pinned if len(codes) == 1]
-    if not single:
+        currency = kr.currency
+    else:
+        single = [codes[0] for _, codes in pinned if len(codes) == 1]
+        if not single:
+            raise _bad(
+                f"{path}.field",
+                "amounts are summed in one currency: bind to a currency key result, or "
+                'filter on {"field": "currency", "op": "eq", "value": "EUR"}',
+            )
+        currency = single[0]
+    if source is not None and currency not in source:
         raise _bad(
-            f"{path}.field",
-            "amounts are summed in one currency: bind to a currency key result, or filter "
-            'on {"field": "currency", "op": "eq", "value": "EUR"}',
+            f"{path}.connector_id",
+            f"connector {connector.id} ({connector.type}) has amounts only in "
+            f"{', '.join(sorted(source))}; they are never converted to {currency}",
         )
-    return single[0]
+    return currency
 
 
 def plan(session: Session, ctx: Context, spec: MetricSpec, path: str = "spec") -> Plan:

@@ -770,3 +770,26 @@ def test_given_a_cursor_past_any_record_when_explained_then_the_page_is_empty(
     )
     assert response.status_code == 200, response.text
     assert response.json()["records"] == {"part": "value", "items": [], "next_cursor": None}
+
+
+def test_given_a_single_currency_eur_org_when_a_usd_key_result_sums_its_amounts_then_422(
+    client: TestClient, setup: Setup, engine: Engine
+) -> None:
+    with Session(engine, expire_on_commit=False) as s:
+        org = make_connector(
+            s, setup.ws, type="salesforce", config={"multi_currency": False}, kinds=["opportunity"]
+        )
+        usd = make_key_result(
+            s, setup.ws, title="US ARR", unit=Unit.currency, currency="USD", target=1000
+        )
+        s.commit()
+    before = table_counts(engine)
+    spec = sum_spec(setup) | {"connector_id": org.id}
+    for path in ("/mappings", "/mappings/preview"):
+        body = problem(
+            client.post(f"{API}{path}", json={"key_result_id": usd.id, "spec": spec}),
+            422,
+            "spec.connector_id",
+        )
+        assert "only in EUR" in body["errors"][0]["message"]
+    assert table_counts(engine) == before

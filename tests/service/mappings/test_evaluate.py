@@ -684,3 +684,51 @@ def test_given_a_window_at_the_ends_of_the_calendar_when_bound_then_it_evaluates
     assert kr.value == 0
     if start.year == 1:
         assert mapping.baseline is None  # there is no year before year 1
+
+
+@pytest.mark.parametrize(
+    ("kr_currency", "filters", "refused"),
+    [
+        ("USD", [], True),
+        ("EUR", [], False),
+        (None, [{"field": "currency", "op": "eq", "value": "USD"}], True),
+        (None, [{"field": "currency", "op": "eq", "value": "EUR"}], False),
+    ],
+)
+def test_given_a_single_currency_org_when_amounts_are_bound_to_another_currency_then_refused(
+    session: Session, kr_currency: str | None, filters: list[dict[str, Any]], refused: bool
+) -> None:
+    ws = make_workspace(session, slug="single", tz="Europe/Paris")
+    org = make_connector(
+        session, ws, type="salesforce", config={"multi_currency": False, "default_currency": "EUR"}
+    )
+    if kr_currency is None:
+        kr = make_key_result(session, ws)
+    else:
+        kr = make_key_result(session, ws, unit=Unit.currency, currency=kr_currency, target=1000)
+    spec = {
+        "type": "sum",
+        "field": "amount",
+        "connector_id": org.id,
+        "kind": "opportunity",
+        "filters": filters,
+    }
+    ctx = ev.context_for(session, ws, NOW, kr)
+    if not refused:
+        assert ev.plan(session, ctx, parse_spec(spec)).parts[0].currency == "EUR"
+        return
+    with pytest.raises(InvalidError) as caught:
+        ev.plan(session, ctx, parse_spec(spec))
+    assert caught.value.field == "spec.connector_id"
+    assert "only in EUR" in str(caught.value)
+
+
+def test_given_a_multi_currency_org_when_amounts_are_bound_to_usd_then_accepted(
+    session: Session,
+) -> None:
+    ws = make_workspace(session, slug="multi", tz="Europe/Paris")
+    org = make_connector(session, ws, type="salesforce", config={"multi_currency": True})
+    kr = make_key_result(session, ws, unit=Unit.currency, currency="USD", target=1000)
+    spec = {"type": "sum", "field": "amount", "connector_id": org.id, "kind": "opportunity"}
+    ctx = ev.context_for(session, ws, NOW, kr)
+    assert ev.plan(session, ctx, parse_spec(spec)).parts[0].currency == "USD"
