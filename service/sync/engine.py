@@ -22,8 +22,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from queue import Empty, Full, Queue
@@ -81,12 +81,16 @@ class Counts:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
+    #: Records stored with NUL characters removed from their text (PostgreSQL refuses
+    #: U+0000 in text and jsonb: one such comment used to fail its whole page, forever).
+    cleaned: int = 0
 
     def add(self, other: Counts) -> None:
         self.fetched += other.fetched
         self.inserted += other.inserted
         self.updated += other.updated
         self.deleted += other.deleted
+        self.cleaned += other.cleaned
 
 
 @dataclass
@@ -139,8 +143,41 @@ def _sqlite_time(moment: datetime) -> str:
     return text if len(text) > 19 else text + ".000000"
 
 
+_TEXT_FIELDS = ("status", "stage", "currency", "lead_source", "owner", "deal_type", "email")
+
+
+def _without_nul(value: Any) -> Any:
+    """`value` (JSON-like) with U+0000 removed from every string, keys included."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, Mapping):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _storable(record: Record) -> tuple[Record, str, bool]:
+    """The record as the database can store it, its raw JSON, and whether NUL characters
+    had to be removed (the same on SQLite and PostgreSQL, so both store the same text)."""
+    raw = json_dumps(record.raw)
+    changes: dict[str, Any] = {}
+    if "\\u0000" in raw:  # a cheap test first: orjson writes U+0000 as this escape
+        cleaned = _without_nul(record.raw)
+        cleaned_raw = json_dumps(cleaned)
+        if cleaned_raw != raw:  # not just a backslash followed by "u0000" in some text
+            changes["raw"], raw = cleaned, cleaned_raw
+    for name in ("source_id", *_TEXT_FIELDS):
+        text = getattr(record, name)
+        if text is not None and "\x00" in text:
+            changes[name] = text.replace("\x00", "")
+    if not changes:
+        return record, raw, False
+    return replace(record, **changes), raw, True
+
+
 def _native_row(
-    record: Record, workspace_id: int, connector_id: int, now: Any, sqlite_dialect: bool
+    record: Record, raw: str, workspace_id: int, connector_id: int, now: Any, sqlite_dialect: bool
 ) -> tuple[Any, ...]:
     created, modified = record.created_at, record.modified_at
     close_date: Any = record.close_date
@@ -167,7 +204,7 @@ def _native_row(
         record.deal_type,
         record.score,
         record.email,
-        json_dumps(record.raw),
+        raw,
         now,
     )
 
@@ -189,13 +226,14 @@ def upsert_page(
     """
     assert connector.id is not None
     counts = Counts(fetched=len(records))
-    newest: dict[str, Record] = {}
-    for record in records:
-        if record.kind is not kind:
-            raise ConnectorError(f"connector yielded a {record.kind} record while reading {kind}")
+    newest: dict[str, tuple[Record, str, bool]] = {}
+    for given in records:
+        if given.kind is not kind:
+            raise ConnectorError(f"connector yielded a {given.kind} record while reading {kind}")
+        record, raw, cleaned = _storable(given)
         seen = newest.get(record.source_id)
-        if seen is None or record.modified_at >= seen.modified_at:
-            newest[record.source_id] = record
+        if seen is None or record.modified_at >= seen[0].modified_at:
+            newest[record.source_id] = (record, raw, cleaned)
     if not newest:
         return counts
     conn = session.connection()
@@ -213,7 +251,7 @@ def upsert_page(
     on_sqlite = conn.dialect.name == "sqlite"
     stamp: Any = _sqlite_time(now) if on_sqlite else now
     rows = []
-    for source_id, record in newest.items():
+    for source_id, (record, raw, cleaned) in newest.items():
         before = stored.get(source_id)
         if before is None:
             if record.deleted:
@@ -231,7 +269,10 @@ def upsert_page(
                 counts.deleted += 1
             else:
                 counts.updated += 1
-        rows.append(_native_row(record, connector.workspace_id, connector.id, stamp, on_sqlite))
+        counts.cleaned += cleaned  # counted where written: an overlap re-read counts nothing
+        rows.append(
+            _native_row(record, raw, connector.workspace_id, connector.id, stamp, on_sqlite)
+        )
     if rows:
         conn.exec_driver_sql(_UPSERT_SQL[conn.dialect.name], rows)
     return counts
@@ -484,6 +525,7 @@ class SyncEngine:
                     "inserted": r.counts.inserted,
                     "updated": r.counts.updated,
                     "deleted": r.counts.deleted,
+                    "cleaned": r.counts.cleaned,
                     "pages": r.pages,
                     "window_start": r.window_start,
                     "window_end": r.window_end,

@@ -592,3 +592,28 @@ def test_given_a_commit_behind_the_watermark_when_the_next_sync_runs_then_the_ov
     assert stored[late]["raw"]["Name"] == "Late deal"
     assert stored[late]["amount_e4"] == 10_005_000
     assert_equals_source(engine, connector_id, salesforce)
+
+
+def test_given_a_comment_with_a_nul_character_when_syncing_then_every_record_is_stored_cleaned(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL refuses U+0000 in text and jsonb: one such answer used to fail its page,
+    valid answers included, on every run. It is removed, counted, and the page stored."""
+    with open_harness("delighted", tmp_path) as harness:
+        harness.seed(RecordKind.survey_response, 6)
+        dirty = min(harness.live_ids(RecordKind.survey_response), key=int)
+        harness.fake.tick()  # type: ignore[attr-defined]
+        harness.fake.update(  # type: ignore[attr-defined]
+            dirty, comment="Great\x00 tool", person_properties={"Plan\x00": "Pro\x00"}
+        )
+        connector_id = store_connector(engine, harness)
+        run = make_engine_for(engine, database_url, harness).run(connector_id)
+        assert run.status == RunStatus.succeeded, run.error_message
+        ids = stored_ids(engine, connector_id, RecordKind.survey_response)
+        assert sorted(ids) == sorted(harness.live_ids(RecordKind.survey_response))
+        assert run.details is not None
+        assert run.details["kinds"]["survey_response"]["cleaned"] == 1
+        raw = stored_content(engine, connector_id, RecordKind.survey_response)[dirty]["raw"]
+        assert raw["comment"] == "Great tool"
+        assert raw["person_properties"]["Plan"] == "Pro"
+        assert "\x00" not in json.dumps(raw)
