@@ -116,16 +116,45 @@ class Window:
         return self.start <= moment < self.end
 
 
+#: What building a `Record` from one source record raises when that record is malformed
+#: (a date that does not parse, a score outside 0..10, a missing or mistyped field).
+NORMALISATION_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    ArithmeticError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A source record that could not be normalised: left out of its page and reported in
+    the run, so one bad record never fails a sync or loses its page's valid records."""
+
+    source_id: str
+    reason: str
+
+
+def normalise(build: Callable[[], Record], source_id: object) -> Record | Skipped:
+    """`build()`, or a `Skipped` naming `source_id` and why, when the record is malformed."""
+    try:
+        return build()
+    except NORMALISATION_ERRORS as exc:
+        return Skipped(str(source_id)[:255], f"{type(exc).__name__}: {exc}"[:300])
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """A batch of records, committed by the sync service in one transaction.
 
     `checkpoint` is where reading can resume *within the same window* after this page (a
     keyset cursor, JSON-serialisable); None means "no safe resume point: restart the window".
+    `skipped` lists the page's source records that could not be normalised.
     """
 
     records: list[Record]
     checkpoint: Mapping[str, Any] | None = None
+    skipped: tuple[Skipped, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, Table, and_, func, or_, select, text, update
 from sqlmodel import Session
 
-from connectors.base import Record, RecordKind, Runtime, Window
+from connectors.base import Record, RecordKind, Runtime, Skipped, Window
 from connectors.errors import ConnectorError, QuotaExceededError
 from connectors.retry import RetryPolicy
 from service import observability
@@ -100,6 +100,19 @@ class KindReport:
     window_end: str | None = None
     pages: int = 0
     resumed: bool = False
+    #: Source records left out because they could not be normalised (Page.skipped).
+    skipped: int = 0
+    #: The first of them (id and why), for the run's details.
+    skipped_records: list[dict[str, str]] = field(default_factory=list)
+
+    def skip(self, skipped: Sequence[Skipped]) -> None:
+        self.skipped += len(skipped)
+        room = SKIPPED_LISTED - len(self.skipped_records)
+        self.skipped_records += [{"id": s.source_id, "reason": s.reason} for s in skipped[:room]]
+
+
+#: How many skipped records a run lists by id (all are counted).
+SKIPPED_LISTED = 100
 
 
 def amount_e4(amount: Decimal | None) -> int | None:
@@ -526,6 +539,8 @@ class SyncEngine:
                     "updated": r.counts.updated,
                     "deleted": r.counts.deleted,
                     "cleaned": r.counts.cleaned,
+                    "skipped": r.skipped,
+                    "skipped_records": r.skipped_records,
                     "pages": r.pages,
                     "window_start": r.window_start,
                     "window_end": r.window_end,
@@ -605,6 +620,17 @@ class SyncEngine:
 
             for page in prefetched(iter(vendor.read(kind, window, resume))):
                 counts = upsert_page(session, row, kind, page.records, self.clock())
+                if page.skipped:
+                    report.skip(page.skipped)
+                    log.warning(
+                        "connector %s: %d %s record(s) skipped, e.g. %s (%s)",
+                        row.id,
+                        len(page.skipped),
+                        kind.value,
+                        page.skipped[0].source_id,
+                        page.skipped[0].reason,
+                        extra={"event": "records_skipped", "connector_id": row.id},
+                    )
                 state.resume = dict(page.checkpoint) if page.checkpoint is not None else None
                 state.updated_at = self.clock()
                 self._renew(session, row.id)
@@ -643,7 +669,9 @@ class SyncEngine:
         counts = Counts()
         listed: set[str] = set()
         for page in vendor.read(kind, Window(BEGINNING, now)):
-            listed.update(r.source_id for r in page.records if not r.deleted)
+            listed.update(r.source_id.replace("\x00", "") for r in page.records if not r.deleted)
+            # A record that could not be normalised still exists at the source.
+            listed.update(s.source_id for s in page.skipped)
             counts.add(upsert_page(session, row, kind, page.records, now, restore_equal=True))
             self._renew(session, row.id)
             session.commit()
