@@ -138,6 +138,9 @@ def create_app(
         version=VERSION,
         summary="OKRs kept live from CRM and NPS survey data.",
         lifespan=lifespan,
+        telemetry=None
+        if settings.opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.engine = engine
     app.state.settings = settings
