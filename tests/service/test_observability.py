@@ -225,3 +225,18 @@ def test_given_secrets_in_a_message_then_the_log_masks_them() -> None:
     assert TEST_SECRET_KEY not in line
     assert "s3cret-pw" not in line
     assert "postgresql://okr:***@db.internal:5432/okr" in line
+
+
+def test_given_an_exception_quoting_secrets_when_logged_then_its_traceback_is_masked(
+    log_lines: io.StringIO,
+) -> None:
+    try:
+        raise ValueError(
+            "connect postgresql://okr:s3cret-pw@db.internal/okr with okr_abcdefghijklmnopqrstuvwx"
+        )
+    except ValueError:
+        logging.getLogger("okr_sync").exception("failed")
+    (event,) = _events(log_lines)
+    assert "ValueError" in event["exc_info"]
+    assert "s3cret-pw" not in log_lines.getvalue()
+    assert "abcdefghijklmnop" not in log_lines.getvalue()
