@@ -171,7 +171,7 @@ def ready_database(settings: Settings, *, migrate: bool = True) -> Engine:
         fail(
             f"database {where} is not migrated ({at}; this version needs "
             f"{', '.join(sorted(needed))}): run `okr-sync db upgrade` "
-            "(OKR_MIGRATE_ON_START=false)",
+            "(migrating on start is off: OKR_MIGRATE_ON_START=false)",
             ExitCode.DATABASE,
         )
     return engine
@@ -195,6 +195,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Start the API (docs at /docs) and, unless OKR_ROLE=api, the sync scheduler."""
+    import signal
+
     import uvicorn
 
     from service.main import create_app
@@ -217,6 +219,12 @@ def serve(
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                # SIGTERM is how a container runtime or process manager asks us to stop:
+                # once shut down gracefully, exit 0. uvicorn would raise it again after
+                # the shutdown, ending the process "killed by SIGTERM" (143) unless it is
+                # a namespace's PID 1, where the kernel ignores it.
+                self._captured_signals = [s for s in self._captured_signals if s != sig]
             # Event streams never end by themselves: end them, or the shutdown waits for
             # them until the grace period runs out.
             end_streams(api)
@@ -272,6 +280,8 @@ class PlainProgress:
 
     def __init__(self, connector_id: int, kinds: list[str]) -> None:
         self.prefix = f"sync connector {connector_id}"
+        # A kind's clock starts when the previous one's last page was committed.
+        self.mark = time.monotonic()
         self.started: dict[str, float] = {}
         self.shown: dict[str, float] = {}
         typer.echo(f"{self.prefix}: {', '.join(kinds)}", err=True)
@@ -284,7 +294,8 @@ class PlainProgress:
 
     def page(self, kind: str, pages: int, records: int) -> None:
         now = time.monotonic()
-        start = self.started.setdefault(kind, now)
+        start = self.started.setdefault(kind, self.mark)
+        self.mark = now
         if kind in self.shown and now - self.shown[kind] < 1.0:
             return
         self.shown[kind] = now
@@ -313,35 +324,55 @@ class LiveProgress:
 
         self.progress = Progress(
             SpinnerColumn(finished_text="[green]✓"),
-            TextColumn(f"connector {connector_id} [bold]{{task.description:<12}}"),
-            TextColumn("{task.fields[pages]:>6} pages"),
-            TextColumn("{task.completed:>10,.0f} records"),
-            TextColumn("{task.fields[rate]:>8} records/s"),
+            TextColumn("[bold]{task.description:<15}"),
+            TextColumn("{task.fields[pages]:>5} pages"),
+            TextColumn("{task.completed:>9,.0f} records"),
+            TextColumn("{task.fields[rate]:>7} records/s"),
             TimeElapsedColumn(),
             console=Console(stderr=True),
         )
+        self.progress.console.print(f"sync connector {connector_id}")
         self.tasks = {
             kind: self.progress.add_task(kind, start=False, total=None, pages=0, rate="-")
             for kind in kinds
         }
+        self.current: str | None = None
+        self.started: dict[str, float] = {}
+        self.records: dict[str, int] = {}
+        self.mark = time.monotonic()
+
+    def _start(self, kind: str) -> None:
+        # Kinds sync one after another: a kind's clock starts when the previous one's last
+        # page was committed.
+        if kind not in self.started:
+            self.started[kind] = self.mark
+            self.progress.start_task(self.tasks[kind])
+        self.current = kind
 
     def __enter__(self) -> LiveProgress:
         self.progress.start()
+        if self.tasks:
+            self._start(next(iter(self.tasks)))
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.progress.stop()
 
     def page(self, kind: str, pages: int, records: int) -> None:
-        task_id = self.tasks.get(kind)
-        if task_id is None:
-            task_id = self.tasks[kind] = self.progress.add_task(kind, total=None, pages=0)
-        task = self.progress.tasks[task_id]
-        if task.start_time is None:
-            self.progress.start_task(task_id)
-        elapsed = task.elapsed or 0.0
+        if kind not in self.tasks:
+            self.tasks[kind] = self.progress.add_task(kind, total=None, pages=0, rate="-")
+        if kind != self.current:
+            if self.current is not None:
+                # The previous kind is done: its spinner becomes a check mark.
+                done = self.records.get(self.current, 0)
+                self.progress.update(self.tasks[self.current], total=done, completed=done)
+            self._start(kind)
+        now = time.monotonic()
+        elapsed = now - self.started[kind]
+        self.mark = now
         rate = f"{records / elapsed:,.0f}" if elapsed > 0 else "-"
-        self.progress.update(task_id, completed=records, pages=pages, rate=rate)
+        self.records[kind] = records
+        self.progress.update(self.tasks[kind], completed=records, pages=pages, rate=rate)
 
     def finish(self, kinds: dict[str, dict[str, Any]]) -> None:
         for kind, task_id in self.tasks.items():
@@ -412,8 +443,7 @@ def _quiet_logging(settings: Settings) -> None:
 @app.command()
 @one_line_errors
 def demo() -> None:
-    """Load the Tartempion example (workspace, OKRs, a demo CRM connector) into the
-    database; does nothing if it is already there."""
+    """Load the Tartempion example (OKRs and a demo CRM) into the database, once."""
     from service.auth.models import TokenCreate
     from service.auth.service import create_token
     from service.clock import utc_now
