@@ -17,13 +17,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     OKR_DATABASE_URL=sqlite:////data/okr-sync.db
 
 WORKDIR /app
-# Dependencies change less often than the code: their layer is reused across code edits.
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own: a change to the code alone reuses it.
+COPY pyproject.toml ./
+RUN python3 -m venv /opt/venv \
+ && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && /opt/venv/bin/pip install --no-cache-dir ${PIP_CERT:+--cert "$PIP_CERT"} -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt \
+ && useradd --uid 10001 --home-dir /data --create-home --shell /usr/sbin/nologin okr
+COPY README.md ./
 COPY service ./service
 COPY connectors ./connectors
-RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir ${PIP_CERT:+--cert "$PIP_CERT"} . \
- && useradd --system --uid 10001 --home-dir /data --create-home okr
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps ${PIP_CERT:+--cert "$PIP_CERT"} .
 
 USER 10001:10001
 VOLUME ["/data"]
