@@ -177,7 +177,6 @@ def ready_database(settings: Settings, *, migrate: bool = True) -> Engine:
     return engine
 
 
-
 def _check_keys(settings: Settings) -> None:
     """Stop with the reason (exit 2) when no key can encrypt connector secrets."""
     from service.sync import secrets as secret_store
