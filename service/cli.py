@@ -150,17 +150,17 @@ def _schema_revisions(engine: Engine) -> tuple[set[str], set[str]]:
 def ready_database(settings: Settings, *, migrate: bool = True) -> Engine:
     """An engine on a database at this version's schema.
 
-    Migrates first when `OKR_MIGRATE_ON_START` is on (the default), as `serve` and `worker`
-    do (with `migrate=False`, only checks that the database answers: the caller migrates
-    later); otherwise stops with exit 4 and the command that migrates.
+    Migrates the schema first when `OKR_MIGRATE_ON_START` is on (the default), as `serve`
+    and `worker` do (with `migrate=False`, only checks that the database answers: the
+    caller migrates later); otherwise stops with exit 4 and the command that migrates.
+    Secrets stored in plain are left to `serve`, `db upgrade` and `secrets rotate`, which
+    report what they encrypted.
     """
-    from service.main import upgrade
-
     engine = db.make_engine(settings.database_url)
     where = db.safe_url(settings.database_url)
     if settings.migrate_on_start:
         if migrate:
-            upgrade(settings, engine)
+            db.upgrade(engine)
         else:
             with engine.connect():
                 pass
