@@ -3,12 +3,14 @@
 # package mirror and PyPI but no container registry (so `python:3.12-slim` cannot be
 # pulled). Build the project's image on it with `--build-arg BASE_IMAGE=<the tag>`.
 #
-# Usage: deploy/local-base-image.sh [TAG]   (default TAG: localhost/okr-sync-base:bookworm)
+# Usage: deploy/local-base-image.sh [TAG]   (default TAG: localhost/okr-sync-base:bookworm-2)
 # Needs root (debootstrap), podman, and debootstrap; on Debian/Ubuntu it installs the
 # missing ones with apt-get. Prints the tag on its last line. Reuses the image when it
 # already exists (delete it with `podman rmi TAG` to rebuild), so CI pays once per machine.
 set -euo pipefail
-tag=${1:-localhost/okr-sync-base:bookworm}
+# The suffix is this recipe's version: bump it when the recipe changes, so machines that
+# cached the previous base build the new one.
+tag=${1:-localhost/okr-sync-base:bookworm-2}
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need podman || ! need buildah || ! need debootstrap; then
   if ! need apt-get; then
@@ -30,8 +32,8 @@ trap 'rm -rf "$root"' EXIT
 # ca-certificates for pip over TLS.
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   bookworm "$root/fs" "$mirror" >/dev/null
-# Package lists and docs are not needed at run time: a smaller base.
-rm -rf "$root"/fs/var/lib/apt/lists/* "$root"/fs/var/cache/apt/*.bin \
-  "$root"/fs/usr/share/doc/* "$root"/fs/usr/share/man/*
+# Downloaded packages, package lists, docs and man pages are not needed at run time.
+rm -rf "$root"/fs/var/cache/apt/archives/*.deb "$root"/fs/var/lib/apt/lists/* \
+  "$root"/fs/var/cache/apt/*.bin "$root"/fs/usr/share/doc/* "$root"/fs/usr/share/man/*
 tar -C "$root/fs" -c . | podman import --quiet --change 'CMD ["/bin/bash"]' - "$tag" >/dev/null
 echo "$tag"

@@ -19,9 +19,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import Session
+from sqlmodel import select as sql_select
 
+from service import db
 from service.cli import ExitCode
+from service.sync.models import Connector
+from service.sync.secrets import plain
+from service.workspaces.models import Workspace
 from tests.conftest import WALL_CLOCK_ENV
+from tests.connectors.hubspot.harness import HubSpotHarness
+from tests.factories import CREATED_AT
+from tests.harnesses import open_harness
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_KINDS = ("lead", "opportunity", "survey_response")
@@ -216,6 +225,46 @@ def test_given_invalid_settings_then_one_line_naming_the_setting_and_exit_2(
     assert result.returncode == ExitCode.USAGE == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("okr-sync: invalid settings: OKR_LOG_FORMAT: ")
+
+
+def test_given_credentials_the_vendor_refuses_when_syncing_then_one_line_and_exit_5(
+    tmp_path: Path, demo_loaded: str
+) -> None:
+    with open_harness("hubspot", tmp_path) as hubspot:
+        assert isinstance(hubspot, HubSpotHarness)
+        vendor = hubspot.bad_credentials_connector()
+        engine = db.make_engine(demo_loaded)
+        with Session(engine) as session:
+            workspace = session.exec(sql_select(Workspace)).one()
+            row = Connector(
+                workspace_id=workspace.id,
+                name="HubSpot, revoked token",
+                type=vendor.type_name,
+                config=vendor.config.model_dump(mode="json"),
+                secrets=plain(vendor.secrets),
+                kinds=[k.value for k in hubspot.kinds],
+                created_at=CREATED_AT,
+            )
+            session.add(row)
+            session.commit()
+            connector_id = row.id
+        engine.dispose()
+
+        # The fake HubSpot listens on loopback, which connectors may reach only when told.
+        result = okr_sync(
+            tmp_path,
+            demo_loaded,
+            "sync",
+            str(connector_id),
+            OKR_CONNECTOR_ALLOWED_HOSTS="127.0.0.1",
+        )
+
+    assert result.returncode == ExitCode.VENDOR == 5, result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("okr-sync:")]
+    assert line.startswith(f"okr-sync: sync {json.loads(result.stdout)['id']} of connector")
+    assert "(auth: " in line
+    assert "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["error_class"] == "auth"
 
 
 def test_version(tmp_path: Path, sqlite_url: str) -> None:
