@@ -40,7 +40,7 @@ R = TypeVar("R")
 
 
 class ExitCode(IntEnum):
-    """What a command's exit status means (README, "Command line")."""
+    """What a command's exit status means (README, "Commands")."""
 
     OK = 0
     #: The sync ran and failed (the run says why), or the server could not start.
@@ -73,13 +73,33 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def _classify(exc: Exception) -> tuple[str, ExitCode] | None:
+    """The one line and exit code of an error a person can act on (None: a bug, which
+    keeps its traceback). Imports here: `--version` need not load the sync engine."""
+    from sqlalchemy.exc import DBAPIError
+
+    from service.errors import DomainError, NotFoundError
+    from service.sync import secrets as secret_store
+    from service.sync.engine import SyncAlreadyRunning
+
+    if isinstance(exc, secret_store.SecretKeyError):
+        return _one_line(exc), ExitCode.USAGE
+    if isinstance(exc, NotFoundError):
+        return _one_line(exc.detail), ExitCode.NOT_FOUND
+    if isinstance(exc, SyncAlreadyRunning):
+        return _one_line(exc.detail), ExitCode.BUSY
+    if isinstance(exc, DomainError):
+        # What the API would answer with a 4xx: the command's input cannot be acted on.
+        return _one_line(exc.detail), ExitCode.USAGE
+    if isinstance(exc, DBAPIError):
+        # Unreachable server, refused login, missing table of an unmigrated schema.
+        reason = _one_line(exc.orig) if exc.orig is not None else type(exc).__name__
+        return f"database error: {reason}", ExitCode.DATABASE
+    return None
+
+
 def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn the errors a person can act on into one line and an exit code, not a traceback."""
-    from pydantic import ValidationError
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    from service.errors import ConflictError, DomainError, NotFoundError
-    from service.sync import secrets as secret_store
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -87,27 +107,11 @@ def one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
             fail("interrupted", ExitCode.INTERRUPTED)
-        except ValidationError as exc:
-            errors = "; ".join(
-                f"OKR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-                for e in exc.errors()
-            )
-            fail(f"invalid settings: {_one_line(errors)}", ExitCode.USAGE)
-        except secret_store.SecretKeyError as exc:
-            fail(_one_line(exc), ExitCode.USAGE)
-        except NotFoundError as exc:
-            fail(_one_line(exc.detail), ExitCode.NOT_FOUND)
-        except ConflictError as exc:
-            fail(_one_line(exc.detail), ExitCode.BUSY)
-        except DomainError as exc:
-            fail(_one_line(exc.detail), ExitCode.USAGE)
-        except OperationalError as exc:
-            # Unreachable server, refused login, missing table of an unmigrated schema.
-            reason = _one_line(exc.orig) if exc.orig is not None else type(exc).__name__
-            fail(f"database error: {reason}", ExitCode.DATABASE)
-        except DBAPIError as exc:
-            reason = _one_line(exc.orig) if exc.orig is not None else type(exc).__name__
-            fail(f"database error: {reason}", ExitCode.DATABASE)
+        except Exception as exc:
+            known = _classify(exc)
+            if known is None:
+                raise
+            fail(*known)
 
     return wrapper
 
@@ -133,7 +137,16 @@ def main(
 
 
 def _settings() -> Settings:
-    return Settings()
+    """The settings, or exit 2 with one line naming every invalid `OKR_*` variable."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"OKR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"invalid settings: {_one_line(errors)}", ExitCode.USAGE)
 
 
 def _schema_revisions(engine: Engine) -> tuple[set[str], set[str]]:
@@ -395,8 +408,6 @@ def sync(connector_id: Annotated[int, typer.Argument(help="Connector id.")]) -> 
     """
     import sys
 
-    from rich.console import Console
-
     from service.errors import NotFoundError
     from service.sync.engine import SyncEngine
     from service.sync.models import Connector
@@ -411,7 +422,7 @@ def sync(connector_id: Annotated[int, typer.Argument(help="Connector id.")]) -> 
         if row is None:
             raise NotFoundError("connector", connector_id)
         kinds = [k.value for k in enabled_kinds(row)]
-    live = Console(stderr=True).is_terminal and sys.stderr.isatty()
+    live = sys.stderr.isatty()
     display: PlainProgress | LiveProgress = (
         LiveProgress(connector_id, kinds) if live else PlainProgress(connector_id, kinds)
     )
