@@ -267,6 +267,30 @@ def test_given_credentials_the_vendor_refuses_when_syncing_then_one_line_and_exi
     assert json.loads(result.stdout)["error_class"] == "auth"
 
 
+def test_given_a_sync_under_way_when_interrupted_then_one_line_and_exit_130(
+    tmp_path: Path, demo_loaded: str
+) -> None:
+    process = subprocess.Popen(  # noqa: S603 - our own command line
+        [*_command(), "sync", "1"],
+        cwd=tmp_path,
+        env=_env(demo_loaded),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    # The first progress line is written once the command runs: Ctrl-C from then on.
+    first = process.stderr.readline()
+    assert first.startswith("sync connector 1: ")
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+
+    assert process.returncode == ExitCode.INTERRUPTED == 130, stderr
+    assert stderr.splitlines()[-1] == "okr-sync: interrupted"
+    assert "Traceback" not in stderr
+    assert stdout == ""
+
+
 def test_version(tmp_path: Path, sqlite_url: str) -> None:
     result = okr_sync(tmp_path, sqlite_url, "--version")
 
