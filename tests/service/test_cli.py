@@ -27,7 +27,7 @@ from service.cli import ExitCode
 from service.sync.models import Connector
 from service.sync.secrets import plain
 from service.workspaces.models import Workspace
-from tests.conftest import WALL_CLOCK_ENV
+from tests.conftest import TEST_SECRET_KEY, WALL_CLOCK_ENV
 from tests.connectors.hubspot.harness import HubSpotHarness
 from tests.factories import CREATED_AT
 from tests.harnesses import open_harness
@@ -51,6 +51,8 @@ def _command() -> list[str]:
 def _env(database_url: str, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
     env["OKR_DATABASE_URL"] = database_url
+    # PostgreSQL has no key file beside the database: every process gets the same key.
+    env["OKR_SECRET_KEYS"] = TEST_SECRET_KEY
     env.update(settings)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     # Rich reads these: keep the terminal wide enough and colours on, as a person's.
@@ -114,14 +116,17 @@ def in_terminal(tmp_path: Path, database_url: str, *args: str) -> tuple[int, str
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
+    """A database file not created yet (no schema)."""
     return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
 @pytest.fixture
-def demo_loaded(tmp_path: Path, sqlite_url: str) -> str:
-    result = okr_sync(tmp_path, sqlite_url, "demo")
+def demo_loaded(tmp_path: Path, database_url: str) -> str:
+    """The suite's database (SQLite, or PostgreSQL with OKR_TEST_DATABASE_URL) with the
+    Tartempion example loaded by `okr-sync demo`."""
+    result = okr_sync(tmp_path, database_url, "demo")
     assert result.returncode == 0, result.stderr
-    return sqlite_url
+    return database_url
 
 
 def _connector_id(stderr: str) -> str:
@@ -299,21 +304,21 @@ def test_version(tmp_path: Path, sqlite_url: str) -> None:
 
 
 def test_given_an_empty_database_when_loading_the_demo_twice_then_it_is_loaded_once(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, database_url: str
 ) -> None:
-    first = okr_sync(tmp_path, sqlite_url, "demo")
+    first = okr_sync(tmp_path, database_url, "demo")
     assert first.returncode == 0, first.stderr
     token = first.stdout.strip()
     assert token.startswith("okr_")
     connector = _connector_id(first.stderr)
 
-    again = okr_sync(tmp_path, sqlite_url, "demo")
+    again = okr_sync(tmp_path, database_url, "demo")
     assert again.returncode == 0, again.stderr
     assert again.stdout == ""
     assert "already loaded" in again.stderr
     assert _connector_id(again.stderr) == connector
 
-    synced = okr_sync(tmp_path, sqlite_url, "sync", connector)
+    synced = okr_sync(tmp_path, database_url, "sync", connector)
     assert synced.returncode == 0, synced.stderr
     assert json.loads(synced.stdout)["fetched"] > 0
 
