@@ -389,6 +389,7 @@ class SyncEngine:
         clock: Clock = utc_now,
         runtime_factory: Callable[[Connector], Runtime] | None = None,
         after_commit: Callable[[str, int], None] | None = None,
+        on_page: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -397,6 +398,9 @@ class SyncEngine:
         self.runtime_factory = runtime_factory or (lambda c: runtime_for(c, settings, self.clock))
         #: Test hook: called after each committed page with (kind, page number).
         self.after_commit = after_commit
+        #: Progress display: called after each committed page with (kind, pages committed,
+        #: records fetched) so far in this run's pass over that kind.
+        self.on_page = on_page
 
     # ------------------------------------------------------------------ leases
 
@@ -642,6 +646,8 @@ class SyncEngine:
                     refresh_planner_statistics(session)
                 if self.after_commit is not None:
                     self.after_commit(kind.value, report.pages)
+                if self.on_page is not None:
+                    self.on_page(kind.value, report.pages, report.counts.fetched)
 
             state.watermark = window.end
             state.window_start = state.window_end = None
