@@ -177,7 +177,7 @@
       h("h1", { class: "period" }, heading),
       h("p", { class: "period-summary", "data-status": tree.status }, badge(tree.status),
         ` ${Math.round(tree.progress * 100)}% done, ${Math.round(tree.expected_progress * 100)}% of the period elapsed (${tree.window.start} to ${tree.window.end})`),
-      objectives.length ? objectives.map((o) => objectiveCard(o, 0)) : h("p", {}, "No objectives in this period."));
+      ...(objectives.length ? objectives.map((o) => objectiveCard(o, 0)) : [h("p", {}, "No objectives in this period.")]));
   }
 
   async function loadTree() {
@@ -289,7 +289,8 @@
       // A step line: a value holds until the next one.
       let d = "";
       points.forEach(([t, v], i) => { d += i ? ` H${x(t).toFixed(1)} V${y(v).toFixed(1)}` : `M${x(t).toFixed(1)} ${y(v).toFixed(1)}`; });
-      d += ` H${x(Math.min(Date.now(), t1)).toFixed(1)}`;
+      // Held until "now": the server's clock, as the elapsed fraction of the window.
+      d += ` H${x(t0 + kr.expected_progress * (t1 - t0)).toFixed(1)}`;
       chart.append(svg("path", { class: "actual", d }));
     }
     const label = (text, attrs) => { const el = svg("text", attrs); el.textContent = text; chart.append(el); };
