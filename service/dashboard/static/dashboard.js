@@ -86,14 +86,14 @@
   function progressBar(item, label) {
     const now = Math.round(item.progress * 100);
     return h("div", {
-      class: "bar", role: "progressbar", "aria-label": label, "aria-valuemin": 0,
+      class: "bar", "data-status": item.status, role: "progressbar", "aria-label": label, "aria-valuemin": 0,
       "aria-valuemax": 100, "aria-valuenow": now,
       "aria-valuetext": `${now}% done, ${Math.round(item.expected_progress * 100)}% expected`,
     },
     h("span", { class: "fill", style: `width:${pct(item.progress)}` }),
     h("span", { class: "expected", style: `left:${pct(item.expected_progress)}`, title: "Expected progress today" }));
   }
-  const badge = (status) => h("span", { class: "badge" }, STATUS_TEXT[status] || status);
+  const badge = (status) => h("span", { class: "badge", "data-status": status }, STATUS_TEXT[status] || status);
 
   function keyResultCard(kr, headingLevel) {
     const unitWord = kr.unit === "count" ? "" : kr.unit === "score" ? " points" : "";
@@ -125,7 +125,7 @@
         h("p", { class: "team" }, depth === 0 && team && team.parent_id === null ? `Company · ${team.name}` : team ? team.name : "Objective"),
         h(`h${level}`, { id: `o${o.objective_id}` }, o.title),
         progressBar(o, `Progress of ${o.title}`),
-        h("p", { class: "figures" }, badge(o.status), ` ${Math.round(o.progress * 100)}% done, ${Math.round(o.expected_progress * 100)}% expected`)),
+        h("p", { class: "figures" }, badge(o.status), ` ${Math.floor(o.progress * 100)}% done, ${Math.round(o.expected_progress * 100)}% expected`)),
       h("ul", { class: "krs", "aria-label": `Key results of ${o.title}` }, o.key_results.map((kr) => keyResultCard(kr, level + 1))),
       (o.children || []).map((c) => objectiveCard(c, depth + 1)));
   }
@@ -176,7 +176,7 @@
     $("view").replaceChildren(
       h("h1", { class: "period" }, heading),
       h("p", { class: "period-summary", "data-status": tree.status }, badge(tree.status),
-        ` ${Math.round(tree.progress * 100)}% done, ${Math.round(tree.expected_progress * 100)}% of the period elapsed (${tree.window.start} to ${tree.window.end})`),
+        ` ${Math.floor(tree.progress * 100)}% done, ${Math.round(tree.expected_progress * 100)}% of the period elapsed (${tree.window.start} to ${tree.window.end})`),
       ...(objectives.length ? objectives.map((o) => objectiveCard(o, 0)) : [h("p", {}, "No objectives in this period.")]));
   }
 
@@ -292,6 +292,8 @@
       // Held until "now": the server's clock, as the elapsed fraction of the window.
       d += ` H${x(t0 + kr.expected_progress * (t1 - t0)).toFixed(1)}`;
       chart.append(svg("path", { class: "actual", d }));
+      // Each day's value as a dot too: a young history is a few points, not a line.
+      for (const [t, v] of points) chart.append(svg("circle", { class: "point", cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 3 }));
     }
     const label = (text, attrs) => { const el = svg("text", attrs); el.textContent = text; chart.append(el); };
     label(formatValue(kr.target, kr), { x: L - 6, y: y(kr.target) + 4, "text-anchor": "end" });
@@ -380,7 +382,7 @@
 
   async function start() {
     $("login").hidden = true;
-    if (tv) document.body.classList.add("tv");
+    if (tv) for (const el of [document.documentElement, document.body]) el.classList.add("tv");
     if (krPage) { await renderKeyResult(krPage[1]); return; }
     const [teams] = await Promise.all([all("/teams"), loadPeriods()]);
     for (const t of teams) state.teams.set(t.id, t);
