@@ -39,7 +39,7 @@ async def dashboard() -> HTMLResponse:
 
 
 @router.get("/kr/{key_result_id}", response_class=HTMLResponse)
-async def key_result_page(key_result_id: Id) -> HTMLResponse:
+async def key_result_page(key_result_id: Id) -> HTMLResponse:  # noqa: ARG001 - the script reads it
     """A key result's page: its burn-up chart and the records behind its value."""
     return HTMLResponse(_page(), headers=_NO_CACHE)
 

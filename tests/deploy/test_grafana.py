@@ -90,7 +90,9 @@ def test_the_provisioning_files_name_the_dashboard_datasource_and_folder() -> No
     datasource = yaml.safe_load(
         (GRAFANA / "provisioning" / "datasources" / "okr-sync.yaml").read_text()
     )
-    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "okr-sync.yaml").read_text())
+    provider = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "okr-sync.yaml").read_text()
+    )
     (source,) = datasource["datasources"]
     assert source["type"] == "prometheus"
     dashboard = _dashboard()

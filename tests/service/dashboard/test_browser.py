@@ -181,7 +181,9 @@ def test_a_check_in_through_the_api_shows_within_two_seconds_without_reload(
     page = context.new_page()
     page.goto(f"{base}/")
     expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
-    count_kr = next(kr for kr in _key_results(_tree(base, admin)["objectives"]) if kr["unit"] == "count")
+    count_kr = next(
+        kr for kr in _key_results(_tree(base, admin)["objectives"]) if kr["unit"] == "count"
+    )
     card = page.locator(f'li.kr[data-kr="{count_kr["key_result_id"]}"]')
     expect(card).to_be_visible()
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
@@ -268,7 +270,9 @@ def test_the_api_docs_render_every_operation_with_no_network_but_the_service(
         f"els => els.map(e => e.getAttribute({attribute!r}))"
     )
     missing = {
-        op for op in operation_ids if not any(s.startswith(id_prefix) and s.endswith(op) for s in shown)
+        op
+        for op in operation_ids
+        if not any(s.startswith(id_prefix) and s.endswith(op) for s in shown)
     }
     assert missing == set()
     # ReDoc's sidebar credit loads Redocly's logo from its CDN and hides the image when that

@@ -14,9 +14,7 @@ EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
 
 
 @pytest.mark.parametrize("path", ["/", "/kr/1", "/kr/999"])
-def test_the_page_is_served_without_a_token_and_revalidated(
-    client: TestClient, path: str
-) -> None:
+def test_the_page_is_served_without_a_token_and_revalidated(client: TestClient, path: str) -> None:
     # The page itself holds no data: the token is asked for by the page, for the API.
     response = client.get(path, headers={"Authorization": ""})
     assert response.status_code == 200
@@ -51,9 +49,7 @@ def test_assets_come_from_the_package_with_etags(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith(media_type)
     assert response.content == packaged
-    again = client.get(
-        f"/static/{asset}", headers={"If-None-Match": response.headers["etag"]}
-    )
+    again = client.get(f"/static/{asset}", headers={"If-None-Match": response.headers["etag"]})
     assert again.status_code == 304
 
 
@@ -71,9 +67,7 @@ def test_assets_go_through_the_host_check_and_refuse_bodies(client: TestClient) 
         ("/redoc", "/static/vendor/redoc/redoc.standalone.js"),
     ],
 )
-def test_the_api_docs_load_packaged_assets_only(
-    client: TestClient, path: str, script: str
-) -> None:
+def test_the_api_docs_load_packaged_assets_only(client: TestClient, path: str, script: str) -> None:
     response = client.get(path, headers={"Authorization": ""})
     assert response.status_code == 200
     assert f'src="{script}"' in response.text
