@@ -17,7 +17,7 @@
   const state = {
     token: localStorage.getItem(TOKEN_KEY), period: params.get("period") || "current",
     tree: null, etag: null, teams: new Map(), connectors: [], teamIndex: 0,
-    streaming: false, pollTimer: null,
+    streaming: false, pollTimer: null, generation: 0, controller: null, retryTimer: null,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -211,9 +211,21 @@
 
   // ------------------------------------------------------------------ live updates
   // EventSource cannot send an Authorization header: read the event stream with fetch.
-  async function stream() {
-    const controller = new AbortController();
-    const response = await api("/stream", { signal: controller.signal, headers: { Accept: "text/event-stream" } });
+  // The stream follows the current period; another period's key results are named (the
+  // stream sends their changes only, whatever period they belong to).
+  function streamPath() {
+    if (state.period === "current") return "/stream";
+    const ids = state.tree ? allKeyResults(state.tree.objectives).map((kr) => kr.key_result_id) : [];
+    if (!ids.length || ids.length > 100) return null; // 100: the stream's limit; poll instead
+    return `/stream?${ids.map((id) => `key_result=${id}`).join("&")}`;
+  }
+
+  async function stream(generation) {
+    const path = streamPath();
+    if (!path) throw new Error("nothing to stream");
+    state.controller = new AbortController();
+    const response = await api(path, { signal: state.controller.signal, headers: { Accept: "text/event-stream" } });
+    if (generation !== state.generation) return;
     if (!response.ok || !response.body) throw new Error(`stream: HTTP ${response.status}`);
     state.streaming = true;
     live("Live");
@@ -242,6 +254,7 @@
 
   function onEvent(event, data) {
     if (event === "progress") applyProgress(data);
+    else if (event === "removed") loadTree().catch(failed);
     else if (event === "tree" && data.etag && data.etag !== state.etag) {
       // The current period changed as a whole (objectives added, renamed, moved).
       if (state.tree && (state.period === "current" || state.period === data.period || state.period === String(data.period_id))) {
@@ -258,12 +271,22 @@
     state.pollTimer = setInterval(() => loadTree().catch(failed), POLL_MS);
   }
   function keepLive() {
-    stream().catch((e) => { if (e instanceof Unauthorized) return failed(e); }).finally(() => {
+    const generation = state.generation;
+    stream(generation).catch((e) => { if (e instanceof Unauthorized) return failed(e); }).finally(() => {
+      if (generation !== state.generation) return; // replaced by a newer stream
       state.streaming = false;
       // Streams can be cut by proxies or a restart: poll with ETags, try the stream again later.
       startPolling();
-      setTimeout(keepLive, STREAM_RETRY_MS);
+      state.retryTimer = setTimeout(keepLive, STREAM_RETRY_MS);
     });
+  }
+  // Another period picked: a new stream for it.
+  function restartLive() {
+    state.generation += 1;
+    if (state.controller) state.controller.abort();
+    clearTimeout(state.retryTimer);
+    stopPolling();
+    keepLive();
   }
 
   // ------------------------------------------------------------------ key result page
@@ -376,7 +399,7 @@
       const url = new URL(location.href);
       url.searchParams.set("period", state.period);
       history.replaceState(null, "", url);
-      loadTree().catch(failed);
+      loadTree().then(restartLive).catch(failed);
     };
   }
 
