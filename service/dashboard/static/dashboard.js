@@ -407,12 +407,17 @@
     $("login").hidden = true;
     if (tv) for (const el of [document.documentElement, document.body]) el.classList.add("tv");
     if (krPage) { await renderKeyResult(krPage[1]); return; }
-    const [teams] = await Promise.all([all("/teams"), loadPeriods()]);
-    for (const t of teams) state.teams.set(t.id, t);
-    // Connectors are an editor's business; a viewer may not list them, and then sees no
-    // failed-sync banner (stale key results still say so).
-    state.connectors = await all("/connectors").catch((e) => { if (e instanceof Unauthorized) throw e; return []; });
-    await loadTree();
+    // All at once: the tree is drawn as soon as it arrives, again with team names and
+    // sync banners once those are in.
+    await Promise.all([
+      loadTree(),
+      loadPeriods(),
+      all("/teams").then((teams) => { for (const t of teams) state.teams.set(t.id, t); }),
+      // A token that may not list connectors sees no failed-sync banner (stale key
+      // results still say so).
+      all("/connectors").then((c) => { state.connectors = c; }, (e) => { if (e instanceof Unauthorized) throw e; }),
+    ]);
+    renderTree();
     keepLive();
     if (tv) setInterval(() => { state.teamIndex += 1; renderTree(); }, TV_CYCLE_MS);
   }
