@@ -231,6 +231,36 @@ def test_a_check_in_through_the_api_shows_within_two_seconds_without_reload(
     context.close()
 
 
+def test_without_the_stream_the_page_polls_with_etags_and_still_updates(
+    browser: Browser, served: tuple[str, str]
+) -> None:
+    base, admin = served
+    year = _year(base, admin)
+    context = _context(browser, admin, viewport=DESKTOP)
+    # A proxy that cuts event streams: the page must fall back to polling.
+    context.route("**/api/v1/stream*", lambda route: route.abort())
+    page = context.new_page()
+    page.goto(f"{base}/?period={year}")
+    expect(page.get_by_role("status")).to_have_text("Updating every 5 s")
+    # Nothing changed since the first read: the next poll sends its ETag and gets a 304.
+    with page.expect_response(
+        lambda r: "/api/v1/progress?" in r.url and r.status == 304, timeout=7_000
+    ) as not_modified:
+        pass
+    assert not_modified.value.request.headers["if-none-match"].startswith('W/"')
+    expect(page.locator("li.kr")).to_have_count(5)
+    kr = next(k for k in _key_results(_tree(base, admin)["objectives"]) if k["unit"] == "count")
+    new_value = int(kr["value"] or 0) + 777
+    with _api(base, admin) as client:
+        response = client.post(
+            f"/key-results/{kr['key_result_id']}/check-ins", json={"value": new_value}
+        )
+        assert response.status_code == 201, response.text
+    card = page.locator(f'li.kr[data-kr="{kr["key_result_id"]}"]')
+    expect(card.locator(".value")).to_have_text(f"{new_value:,}", timeout=7_000)
+    context.close()
+
+
 def test_the_key_result_page_draws_the_burn_up_and_lists_the_records_behind_it(
     browser: Browser, served: tuple[str, str]
 ) -> None:
