@@ -109,7 +109,7 @@
         kr.ambition ? ` · Ambition: ${kr.ambition}` : null,
         kr.baseline_previous_period !== null && kr.baseline_previous_period !== undefined
           ? ` (last period ${formatValue(kr.baseline_previous_period, kr)})` : null,
-        " · ", h("a", { href: `/kr/${kr.key_result_id}#records` }, "Why this number?"),
+        h("span", { class: "why" }, " · ", h("a", { href: `/kr/${kr.key_result_id}#records` }, "Why this number?")),
         kr.stale ? h("span", { class: "stale-flag" }, ` · Stale since ${when(kr.last_synced_at)}`) : null),
       kr.initiatives && kr.initiatives.length
         ? h("ul", { class: "initiatives", "aria-label": `Initiatives for ${kr.title}` },
@@ -406,7 +406,11 @@
   async function start() {
     $("login").hidden = true;
     if (tv) for (const el of [document.documentElement, document.body]) el.classList.add("tv");
-    if (krPage) { await renderKeyResult(krPage[1]); return; }
+    if (krPage) {
+      document.querySelector(".picker").hidden = true; // a key result has one period
+      await renderKeyResult(krPage[1]);
+      return;
+    }
     // All at once: the tree is drawn as soon as it arrives, again with team names and
     // sync banners once those are in.
     await Promise.all([

@@ -361,8 +361,8 @@ def test_screenshots_and_accessibility_on_desktop_phone_and_tv(
             expect(page.locator("li.kr").first).to_be_visible()
         if name == "tv":
             expect(page.locator("header.chrome")).to_be_hidden()
-            # Large type: every rem is half as large again.
-            assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "24px"
+            # Large type: every rem is a third larger.
+            assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "21.6px"
         if name == "phone":
             # One column: nothing wider than the screen.
             assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
