@@ -74,6 +74,8 @@ def main() -> None:
                 page.wait_for_function("document.querySelectorAll('li.kr').length === 5")
                 shown = page.evaluate("performance.now()")
                 page.wait_for_load_state("load")
+                # Every request made (the stream open): the transfer is the whole page's.
+                page.wait_for_function("document.getElementById('live').textContent === 'Live'")
                 timing = page.evaluate(
                     "(() => { const n = performance.getEntriesByType('navigation')[0];"
                     " return [n.domContentLoadedEventEnd, n.loadEventEnd]; })()"
