@@ -6,12 +6,13 @@
   const TOKEN_KEY = "okr-sync-token";
   const POLL_MS = 5000;
   const STREAM_RETRY_MS = 30000;
-  const TV_CYCLE_MS = 15000;
+  const params = new URLSearchParams(location.search);
+  // A wall screen shows one team at a time, for `cycle` seconds each (default 15).
+  const TV_CYCLE_MS = (Number(params.get("cycle")) || 15) * 1000;
   const STATUS_TEXT = {
     achieved: "Achieved", on_track: "On track", at_risk: "At risk",
     off_track: "Off track", no_data: "No data",
   };
-  const params = new URLSearchParams(location.search);
   const tv = params.get("tv") === "1";
   const krPage = location.pathname.match(/^\/kr\/(\d+)$/);
   const state = {
@@ -152,10 +153,17 @@
   }
 
   // ------------------------------------------------------------------ the pyramid
-  function teamsOf(tree) {
-    const ids = [];
-    for (const o of tree.objectives) if (!ids.includes(o.team_id)) ids.push(o.team_id);
+  // Every team owning an objective anywhere in the pyramid, in the order they appear.
+  function teamsOf(objectives, ids = []) {
+    for (const o of objectives) {
+      if (!ids.includes(o.team_id)) ids.push(o.team_id);
+      teamsOf(o.children || [], ids);
+    }
     return ids;
+  }
+  // A team's objectives (with those aligned to them), wherever they sit in the pyramid.
+  function objectivesOf(objectives, team) {
+    return objectives.flatMap((o) => (o.team_id === team ? [o] : objectivesOf(o.children || [], team)));
   }
 
   function renderTree() {
@@ -165,9 +173,9 @@
     let heading = `Period ${tree.period}`;
     if (tv) {
       // One team's objectives at a time on a TV screen.
-      const teams = teamsOf(tree);
+      const teams = teamsOf(tree.objectives);
       const team = teams[state.teamIndex % Math.max(teams.length, 1)];
-      objectives = objectives.filter((o) => o.team_id === team);
+      objectives = objectivesOf(objectives, team);
       const t = state.teams.get(team);
       if (t) heading = `${t.name} · ${tree.period}`;
     }

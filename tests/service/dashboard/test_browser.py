@@ -400,3 +400,66 @@ def test_the_page_transfers_under_300_kb(browser: Browser, served: tuple[str, st
         print(f"  {size:>8}  {url.removeprefix(base)}")
     assert total < MAX_TRANSFER_BYTES
     context.close()
+
+
+def test_team_objectives_nest_under_the_company_s_and_the_tv_cycles_teams(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # A server of its own: the other tests count the demo's five key results.
+    with serving(tmp_path, f"sqlite:///{tmp_path / 'okr-sync.db'}") as (base, token):
+        assert token is not None
+        year = _year(base, token)
+        with _api(base, token) as client:
+            period_id = next(
+                p["id"] for p in client.get("/periods").json()["items"] if p["name"] == year
+            )
+            sales = next(t for t in client.get("/teams").json()["items"] if t["name"] == "Sales")
+            company = next(
+                o for o in _tree(base, token)["objectives"] if o["title"] == "Reach €1M ARR"
+            )
+            created = client.post(
+                "/objectives",
+                json={
+                    "title": "Double the pipeline",
+                    "period_id": period_id,
+                    "team_id": sales["id"],
+                    "parent_id": company["objective_id"],
+                },
+            )
+            assert created.status_code == 201, created.text
+            team_objective = created.json()["id"]
+            kr = client.post(
+                "/key-results",
+                json={
+                    "objective_id": team_objective,
+                    "title": "200 discovery calls",
+                    "start": 0,
+                    "target": 200,
+                },
+            )
+            assert kr.status_code == 201, kr.text
+
+        context = _context(browser, token, viewport=DESKTOP)
+        page = context.new_page()
+        page.goto(f"{base}/?period={year}")
+        nested = page.locator(
+            f'section[data-objective="{company["objective_id"]}"] '
+            f'section[data-objective="{team_objective}"]'
+        )
+        expect(nested.get_by_role("heading", name="Double the pipeline")).to_be_visible()
+        expect(nested.locator(".team")).to_have_text("Sales")
+        expect(nested.locator("li.kr")).to_have_count(1)
+        expect(nested.locator("li.kr .badge")).to_have_text("No data")
+        expect(page.locator("li.kr")).to_have_count(6)
+        context.close()
+
+        context = _context(browser, token, viewport=TV)
+        page = context.new_page()
+        page.goto(f"{base}/?tv=1&cycle=1&period={year}")
+        heading = page.locator("h1.period")
+        expect(heading).to_have_text(f"Tartempion · {year}")
+        expect(page.locator("li.kr")).to_have_count(6)
+        expect(heading).to_have_text(f"Sales · {year}", timeout=3_000)
+        expect(page.locator("li.kr")).to_have_count(1)
+        expect(heading).to_have_text(f"Tartempion · {year}", timeout=3_000)
+        context.close()
