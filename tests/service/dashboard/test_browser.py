@@ -463,3 +463,36 @@ def test_team_objectives_nest_under_the_company_s_and_the_tv_cycles_teams(
         expect(page.locator("li.kr")).to_have_count(1)
         expect(heading).to_have_text(f"Tartempion · {year}", timeout=3_000)
         context.close()
+
+
+def test_a_failed_sync_shows_a_banner_with_the_last_good_sync(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # A server of its own: its demo source is made to refuse its credentials.
+    with serving(tmp_path, f"sqlite:///{tmp_path / 'okr-sync.db'}") as (base, token):
+        assert token is not None
+        year = _year(base, token)
+        with _api(base, token) as client:
+            (connector,) = client.get("/connectors").json()["items"]
+            config = connector["config"] | {"reject_credentials": True}
+            patched = client.patch(f"/connectors/{connector['id']}", json={"config": config})
+            assert patched.status_code == 200, patched.text
+            run = client.post(f"/connectors/{connector['id']}/sync").json()
+            assert run["status"] == "failed", run
+            connector = client.get(f"/connectors/{connector['id']}").json()
+        assert connector["last_success_at"] is not None
+
+        context = _context(browser, token, viewport=DESKTOP)
+        page = context.new_page()
+        page.goto(f"{base}/?period={year}")
+        banner = page.locator(".banner.failed")
+        expect(banner).to_contain_text(f"The last sync of {connector['name']} failed")
+        # The time of the last good sync, as the page writes it (the browser's locale).
+        written = page.evaluate(
+            "iso => new Date(iso).toLocaleString('en-US', "
+            "{dateStyle: 'medium', timeStyle: 'short'})",
+            connector["last_success_at"],
+        )
+        expect(banner).to_contain_text(written)
+        expect(page.locator("li.kr")).to_have_count(5)  # the last good values stay
+        context.close()
