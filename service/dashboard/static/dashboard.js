@@ -290,10 +290,7 @@
   }
   // Another period picked: a new stream for it.
   function restartLive() {
-    state.generation += 1;
-    if (state.controller) state.controller.abort();
-    clearTimeout(state.retryTimer);
-    stopPolling();
+    stopLive();
     keepLive();
   }
 
@@ -385,9 +382,19 @@
     if (error instanceof Unauthorized) return signOut("That token was refused: give another one.");
     live(`Error: ${error.message}`);
   }
+  function stopLive() {
+    state.generation += 1; // a stream still running ends without scheduling anything
+    if (state.controller) state.controller.abort();
+    clearTimeout(state.retryTimer);
+    stopPolling();
+  }
   function signOut(message) {
+    stopLive();
     localStorage.removeItem(TOKEN_KEY);
     state.token = null;
+    state.tree = null;
+    state.etag = null;
+    live("");
     $("view").replaceChildren();
     $("banners").replaceChildren();
     $("login").hidden = false;

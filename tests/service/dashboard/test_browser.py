@@ -195,6 +195,17 @@ def test_dashboard_signs_in_with_a_viewer_token_and_shows_the_tartempion_pyramid
     context.close()
 
 
+def test_a_refused_token_asks_for_another(browser: Browser, served: tuple[str, str]) -> None:
+    base, _ = served
+    context = _context(browser, "okr_revoked-or-mistyped", viewport=DESKTOP)
+    page = context.new_page()
+    page.goto(f"{base}/")
+    expect(page.get_by_role("alert")).to_have_text("That token was refused: give another one.")
+    expect(page.get_by_label("API token")).to_be_focused()
+    assert page.evaluate(f"localStorage.getItem({TOKEN_KEY!r})") is None
+    context.close()
+
+
 @pytest.mark.parametrize("named", [False, True], ids=["current-period", "named-period"])
 def test_a_check_in_through_the_api_shows_within_two_seconds_without_reload(
     browser: Browser, served: tuple[str, str], named: bool
