@@ -136,12 +136,12 @@ def create_app(
 
     app = FastAPI(
         title="okr-sync",
-        version=VERSION,
-        summary="OKRs kept live from CRM and NPS survey data.",
-        lifespan=lifespan,
         # Served by `install_dashboard` from packaged assets instead of a CDN.
         docs_url=None,
         redoc_url=None,
+        version=VERSION,
+        summary="OKRs kept live from CRM and NPS survey data.",
+        lifespan=lifespan,
     )
     app.state.engine = engine
     app.state.settings = settings
