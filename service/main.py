@@ -26,6 +26,7 @@ from service.auth.models import Role, TokenCreate
 from service.auth.routes import router as auth_router
 from service.auth.service import create_token
 from service.clock import Clock, in_utc, utc_now
+from service.dashboard.routes import install_dashboard
 from service.errors import ForbiddenError, install_error_handlers, problem
 from service.limits import BodySizeLimit
 from service.mappings.routes import router as mappings_router
@@ -135,6 +136,9 @@ def create_app(
 
     app = FastAPI(
         title="okr-sync",
+        # Served by `install_dashboard` from packaged assets instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
         version=VERSION,
         summary="OKRs kept live from CRM and NPS survey data.",
         lifespan=lifespan,
@@ -172,6 +176,7 @@ def create_app(
     api.include_router(mappings_router)
     api.include_router(auth_router)
     app.include_router(api)
+    install_dashboard(app)
 
     # Readiness asks the database on a connection of its own, in a thread of its own:
     # neither a busy pool nor a full thread pool can make the probe wait.

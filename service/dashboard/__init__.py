@@ -1,0 +1,1 @@
+"""The dashboard page at `/` and the offline API docs, served from package data."""
