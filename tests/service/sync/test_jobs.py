@@ -94,7 +94,8 @@ def test_given_a_connector_when_a_sync_is_posted_then_202_queues_a_run_polled_to
     done = ok(client.get(queued.headers["Location"], headers=ACME))
     assert done["status"] == "succeeded", done
     assert done["inserted"] > 0
-    assert done["started_at"] is not None and done["finished_at"] is not None
+    assert done["started_at"] is not None
+    assert done["finished_at"] is not None
     assert [r["id"] for r in ok(client.get(f"{path}/runs", headers=ACME))["items"]] == [run["id"]]
     after = ok(client.get(path, headers=ACME))
     assert after["last_run_status"] == "succeeded"
@@ -159,7 +160,7 @@ def black_hole() -> socket.socket:
     return sock
 
 
-def test_given_a_vendor_that_never_answers_then_post_sync_answers_at_once_and_shutdown_hands_the_run_back(
+def test_given_a_silent_vendor_then_post_sync_answers_at_once_and_shutdown_hands_the_run_back(
     database_url: str, engine: Engine, clock: FrozenClock
 ) -> None:
     vendor_timeout = 20.0
@@ -218,7 +219,8 @@ def test_given_a_vendor_that_never_answers_then_post_sync_answers_at_once_and_sh
     with Session(engine) as session:
         row = session.get(Connector, connector["id"])
         assert row is not None
-        assert row.lease_owner is None and row.lease_until is None
+        assert row.lease_owner is None
+        assert row.lease_until is None
         assert row.next_run_at is not None, "the resume is due at once"
 
 
@@ -306,7 +308,8 @@ def test_given_a_stopping_worker_then_its_run_commits_the_page_hands_back_and_re
     final = runs_of(engine, connector_id)[-1]
     assert final.id == queued.id
     assert final.status == RunStatus.succeeded, final.error_message
-    assert final.details is not None and final.details["kinds"][kind.value]["resumed"] is True
+    assert final.details is not None
+    assert final.details["kinds"][kind.value]["resumed"] is True
     assert_equals_source(engine, connector_id, demo, (kind,))
 
 
@@ -338,4 +341,5 @@ def test_given_many_due_connectors_then_each_claim_takes_at_most_its_free_slots(
     assert len(mine) == 2
     theirs = other.claim(10)
     assert sorted(mine + theirs) == ids, "every due connector claimed once"
-    assert one.claim(10) == [] and other.claim(10) == [], "leased ones are not claimed again"
+    assert one.claim(10) == [], "leased ones are not claimed again"
+    assert other.claim(10) == []

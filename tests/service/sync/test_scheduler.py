@@ -11,8 +11,8 @@ from sqlmodel import Session
 
 from service.sync.engine import SyncEngine
 from service.sync.models import Connector, SyncRun
-from service.sync.service import replan
 from service.sync.scheduler import tick
+from service.sync.service import replan
 from service.workspaces.models import Workspace
 from tests.conftest import FrozenClock, make_settings
 
