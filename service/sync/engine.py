@@ -29,7 +29,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from queue import Empty, Full, Queue
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table, and_, func, or_, select, text, update
+from sqlalchemy import Engine, Table, and_, or_, select, text, update
 from sqlmodel import Session
 
 from connectors.base import Record, RecordKind, Runtime, Window
@@ -539,9 +539,8 @@ class SyncEngine:
                 )
                 session.add(run)
             else:
-                row.next_run_at = next_scheduled(row, now) if row.next_run_at is None else (
-                    row.next_run_at
-                )
+                if not row.enabled:
+                    row.next_run_at = None  # disabled meanwhile: no claim on every tick
                 session.commit()
                 return None
             run.status = RunStatus.running
@@ -561,7 +560,10 @@ class SyncEngine:
     @staticmethod
     def _scheduled(row: Connector, now: datetime) -> bool:
         return (
-            row.enabled and not row.paused and row.next_run_at is not None and row.next_run_at <= now
+            row.enabled
+            and not row.paused
+            and row.next_run_at is not None
+            and row.next_run_at <= now
         )
 
     def _report_dead(self, row: Connector, dead: SyncRun, slug: str | None = None) -> None:
@@ -574,7 +576,8 @@ class SyncEngine:
         observability.run_finished(row, slug or str(row.workspace_id), dead, {}, 0, None)
 
     def _execute(self, row: Connector, run: SyncRun, slug: str) -> SyncRun:
-        assert row.id is not None and run.started_at is not None
+        assert row.id is not None
+        assert run.started_at is not None
         started = run.started_at
         t0 = time.monotonic()
         observability.run_started(row, slug, run, [k.value for k in enabled_kinds(row)])
@@ -697,7 +700,7 @@ class SyncEngine:
             session.commit()
             return run
 
-    def _check_stopping(self, row: Connector) -> None:
+    def _check_stopping(self) -> None:
         if self.stopping.is_set():
             raise RunInterrupted(
                 f"worker {self.worker_id} shut down; the next run resumes from the last "
@@ -787,7 +790,7 @@ class SyncEngine:
                     refresh_planner_statistics(session)
                 if self.after_commit is not None:
                     self.after_commit(kind.value, report.pages)
-                self._check_stopping(row)
+                self._check_stopping()
 
             state.watermark = window.end
             state.window_start = state.window_end = None
@@ -819,7 +822,7 @@ class SyncEngine:
             counts.add(upsert_page(session, row, kind, page.records, now, restore_equal=True))
             self._renew(session, row.id)
             session.commit()
-            self._check_stopping(row)
+            self._check_stopping()
         conn = session.connection()
         live = conn.execute(
             select(RECORD.c.source_id).where(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
@@ -15,11 +15,10 @@ from connectors.base import ConnectorConfig, ConnectorSecrets, RecordKind, Runti
 from connectors.hosts import HostNotAllowedError
 from connectors.registry import connector_types
 from service.db import flush_or_conflict
-from service.errors import InvalidError
+from service.errors import ConflictError, InvalidError
 from service.okr.service import wid
 from service.settings import Settings
 from service.sync import secrets as secret_store
-from service.errors import ConflictError
 from service.sync.models import (
     ACTIVE_STATUSES,
     Connector,
@@ -172,7 +171,7 @@ def validated_cron(expression: str | None) -> str | None:
             field="sync_cron",
         )
     try:
-        croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+        croniter(expression, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
     except (CroniterBadCronError, CroniterBadDateError):  # e.g. 30 February: never fires
         raise InvalidError(f"{expression!r} never fires", field="sync_cron") from None
     return expression
@@ -212,8 +211,8 @@ def replan(session: Session, row: Connector, now: datetime) -> None:
         last = session.exec(
             select(func.max(SyncRun.started_at)).where(SyncRun.connector_id == row.id)
         ).one()
-        row.next_run_at = next_scheduled(row, last) if last is not None else (
-            now if row.enabled else None
+        row.next_run_at = (
+            next_scheduled(row, last) if last is not None else (now if row.enabled else None)
         )
 
 

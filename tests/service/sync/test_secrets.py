@@ -141,7 +141,7 @@ def test_given_connectors_created_over_the_api_when_the_database_is_read_then_no
         make_workspace(client)
         created = ok(client.post(f"{API}/connectors", json=body_for(good, vendor)), 201)
         assert created["secrets_set"] == sorted(secret_store.plain(good.secrets))
-        run = ok(sync_over_api(client, created['id']))
+        run = ok(sync_over_api(client, created["id"]))
         assert run["status"] == "succeeded", run
         assert run["inserted"] > 0
         shown = client.get(f"{API}/connectors/{created['id']}").text
@@ -197,7 +197,7 @@ def test_given_wrong_credentials_when_the_sync_fails_then_no_secret_is_logged_or
     with serve(engine, database_url, vendor) as client:
         make_workspace(client)
         created = ok(client.post(f"{API}/connectors", json=body_for(bad, vendor)), 201)
-        run = sync_over_api(client, created['id'])
+        run = sync_over_api(client, created["id"])
         check = client.post(f"{API}/connectors/{created['id']}/check")
         runs = client.get(f"{API}/connectors/{created['id']}/runs")
     assert run.json()["status"] == "failed", run.text
@@ -220,7 +220,7 @@ def test_given_a_vendor_500_echoing_the_token_when_syncing_then_it_is_neither_lo
         created = ok(
             client.post(f"{API}/connectors", json=body_for(hubspot.connector(), hubspot)), 201
         )
-        run = sync_over_api(client, created['id'])
+        run = sync_over_api(client, created["id"])
     assert run.json()["status"] == "failed", run.text
     with Session(engine) as session:
         stored = session.execute(text("SELECT error_message FROM sync_run")).scalars().all()
@@ -259,7 +259,7 @@ def test_given_rows_under_key_a_when_rotated_to_b_then_b_alone_decrypts_them(
         with pytest.raises(secret_store.UnreadableSecretsError):
             secret_store.unseal(stored, only_a)
     with serve(engine, database_url, hubspot, keys=KEY_B) as client:
-        run = ok(sync_over_api(client, created['id']))
+        run = ok(sync_over_api(client, created["id"]))
     assert run["status"] == "succeeded", run
 
 
