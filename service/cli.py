@@ -43,6 +43,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Start the API (docs at /docs) and, unless OKR_ROLE=api, the sync scheduler."""
+    import signal
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
     import uvicorn
 
     from service.main import create_app
@@ -65,6 +69,17 @@ def serve(
             # Event streams never end by themselves: end them, or the shutdown waits for
             # them until the grace period runs out.
             end_streams(api)
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                # uvicorn raises a captured SIGTERM again once it has shut down, so a
+                # clean stop would end as "killed by SIGTERM" (exit 143): it asked for
+                # this shutdown, which is done, so the process exits 0.
+                self._captured_signals = [
+                    sig for sig in self._captured_signals if sig != signal.SIGTERM
+                ]
 
     config = uvicorn.Config(
         api,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -46,8 +47,12 @@ def hubspot(tmp_path: Path) -> Iterator[HubSpotHarness]:
         yield h
 
 
-def store_connectors(engine: Engine, database_url: str, h: HubSpotHarness, n: int) -> list[int]:
-    """`n` HubSpot connectors on the fake, all due now, as the API would store them."""
+def store_connectors(
+    engine: Engine, database_url: str, vendor: HubSpotHarness | str, n: int
+) -> list[int]:
+    """`n` HubSpot connectors on the fake (or a base URL), all due now, as the API would
+    store them."""
+    base_url = vendor if isinstance(vendor, str) else vendor.served.base_url
     settings = make_settings(database_url)
     now = utc_now()
     with Session(engine) as session:
@@ -60,7 +65,7 @@ def store_connectors(engine: Engine, database_url: str, h: HubSpotHarness, n: in
                 workspace_id=ws.id,
                 name=f"HubSpot {i}",
                 type="hubspot",
-                config={"base_url": h.served.base_url},
+                config={"base_url": base_url},
                 secrets=secret_store.seal({"access_token": GOOD_TOKEN}, settings),
                 kinds=["contact"],
                 sync_interval_seconds=3600,
@@ -74,9 +79,7 @@ def store_connectors(engine: Engine, database_url: str, h: HubSpotHarness, n: in
         return [r.id for r in rows if r.id is not None]
 
 
-@contextmanager
-def workers(tmp_path: Path, database_url: str, **extra: str) -> Iterator[Any]:
-    """Start `okr-sync worker` processes on demand (`start()`); kill what is left."""
+def worker_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
     env.update(
         {
@@ -92,6 +95,13 @@ def workers(tmp_path: Path, database_url: str, **extra: str) -> Iterator[Any]:
         }
         | extra
     )
+    return env
+
+
+@contextmanager
+def workers(tmp_path: Path, database_url: str, **extra: str) -> Iterator[Any]:
+    """Start `okr-sync worker` processes on demand (`start()`); kill what is left."""
+    env = worker_env(database_url, **extra)
     started: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
@@ -251,3 +261,55 @@ def test_given_a_worker_mid_sync_when_sigterm_then_it_hands_the_run_back_and_exi
     assert resumed.details is not None
     assert resumed.details["kinds"]["contact"]["resumed"]
     assert_equals_source(engine, connector_id, hubspot, (RecordKind.contact,))
+
+
+def test_given_serve_syncing_from_a_silent_vendor_when_sigterm_then_it_hands_back_and_exits_0(
+    tmp_path: Path, engine: Engine, database_url: str
+) -> None:
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    silent = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    try:
+        (connector_id,) = store_connectors(engine, database_url, silent, 1)
+        env = worker_env(
+            database_url,
+            OKR_LOAD_DEMO="false",
+            OKR_SHUTDOWN_GRACE_SECONDS="1",
+            OKR_CONNECTOR_MAX_ATTEMPTS="1",
+        )
+        log = tmp_path / "serve.log"
+        with log.open("wb") as out:
+            server = subprocess.Popen(  # noqa: S603 - our own console script
+                [*_command(os.environ.get(WALL_CLOCK_ENV)), "serve", "--port", "0"],
+                cwd=tmp_path,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for(
+                "the scheduler's run",
+                lambda: [r for r in runs(engine) if r.status == RunStatus.running],
+                120,
+                tmp_path,
+            )
+            stopping = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(timeout=60)
+            took = time.monotonic() - stopping
+            print(f"\nserve SIGTERM with a sync stuck on its vendor: {took:.2f} s")
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait(timeout=30)
+    finally:
+        hole.close()
+    assert code == 0, log.read_text()
+    interrupted, queued = runs(engine)
+    assert (interrupted.status, interrupted.error_class) == (RunStatus.failed, INTERRUPTED)
+    assert interrupted.resumed_by_run_id == queued.id
+    with Session(engine) as session:
+        row = session.get(Connector, connector_id)
+        assert row is not None
+        assert row.lease_owner is None
