@@ -22,23 +22,26 @@ _ACTIVE = "status IN ('queued', 'running')"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("connector", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("sync_cron", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True)
-        )
-        batch_op.add_column(
-            sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-        batch_op.add_column(
-            sa.Column("next_run_at", service.db_types.UTCDateTime(timezone=True), nullable=True)
-        )
-        batch_op.create_index("ix_connector_next_run_at", ["next_run_at"], unique=False)
-        batch_op.create_index("ix_connector_lease_until", ["lease_until"], unique=False)
+    # Plain ALTER TABLE ... ADD COLUMN, never a batch copy of `connector` on SQLite: with
+    # foreign keys on, dropping the old copy would cascade-delete every connector's
+    # records, checkpoints, runs and mapping sources. (The `paused` server default stays
+    # for the same reason: removing it needs the copy.)
+    op.add_column(
+        "connector",
+        sa.Column("sync_cron", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
+    )
+    op.add_column(
+        "connector", sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
+    op.add_column(
+        "connector",
+        sa.Column("next_run_at", service.db_types.UTCDateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_connector_next_run_at", "connector", ["next_run_at"], unique=False)
+    op.create_index("ix_connector_lease_until", "connector", ["lease_until"], unique=False)
     # Every enabled connector is due once after the upgrade (its next time is not known
     # before a worker computes it): a missed schedule runs once.
     op.execute("UPDATE connector SET next_run_at = created_at WHERE enabled")
-    with op.batch_alter_table("connector", schema=None) as batch_op:
-        batch_op.alter_column("paused", server_default=None)
 
     with op.batch_alter_table("sync_run", schema=None) as batch_op:
         batch_op.add_column(
@@ -82,9 +85,9 @@ def downgrade() -> None:
         batch_op.drop_column("resumed_by_run_id")
         batch_op.drop_column("worker")
         batch_op.drop_column("queued_at")
-    with op.batch_alter_table("connector", schema=None) as batch_op:
-        batch_op.drop_index("ix_connector_lease_until")
-        batch_op.drop_index("ix_connector_next_run_at")
-        batch_op.drop_column("next_run_at")
-        batch_op.drop_column("paused")
-        batch_op.drop_column("sync_cron")
+    op.drop_index("ix_connector_lease_until", table_name="connector")
+    op.drop_index("ix_connector_next_run_at", table_name="connector")
+    # ALTER TABLE ... DROP COLUMN (SQLite >= 3.35), not a batch copy: see upgrade().
+    op.drop_column("connector", "next_run_at")
+    op.drop_column("connector", "paused")
+    op.drop_column("connector", "sync_cron")
