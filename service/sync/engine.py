@@ -11,7 +11,9 @@ applied, nothing counted twice. How:
   committed in the same transaction as the page's checkpoint; a crash resumes there.
 * Deletes are tombstones (`deleted = true`), so an older copy read again cannot resurrect
   a deleted record.
-* A lease on the connector row keeps a second worker from syncing it at the same time.
+* A lease on the connector row keeps a second worker from syncing it at the same time;
+  a heartbeat renews it, and a lease left to expire (a dead worker) is taken over: the
+  dead run ends `interrupted` and a new one resumes from the checkpoint (docs/sync.md).
 """
 
 from __future__ import annotations
