@@ -411,7 +411,9 @@ class SyncEngine:
                             table.c.lease_until < now,
                         )
                     )
-                    .order_by(table.c.id)
+                    # A dead worker's runs first (work in progress, resumed), then by due
+                    # time, so a slot freeing up goes to the longest waiting.
+                    .order_by(table.c.lease_until.is_(None), table.c.next_run_at, table.c.id)
                     .limit(limit)
                     .with_for_update(skip_locked=True)
                 )
