@@ -198,7 +198,8 @@ def load_during_sync(
     """The 200-connection runs again while `leads` leads are synced from the fake
     Salesforce org into the demo workspace: by a worker process (`okr-sync sync`, as a
     deployment with OKR_ROLE=api and `okr-sync worker` runs it) or inside the API process
-    (`POST /connectors/{id}/sync`)."""
+    (`POST /connectors/{id}/sync` queues the run; the API process's own scheduler, role
+    `all`, runs it; the run is polled at `/runs/{id}`)."""
     secrets = {k: fake_info[k] for k in ("client_id", "client_secret", "username", "password")}
     connector = api(
         base,
@@ -219,7 +220,11 @@ def load_during_sync(
     def sync() -> None:
         started = time.perf_counter()
         if sync_in == "api":
-            outcome["run"] = api(base, token, "POST", f"/connectors/{connector['id']}/sync")
+            run = api(base, token, "POST", f"/connectors/{connector['id']}/sync")
+            while run["status"] in ("queued", "running"):
+                time.sleep(0.5)
+                run = api(base, token, "GET", f"/runs/{run['id']}")
+            outcome["run"] = run
         else:
             done = subprocess.run(
                 [str(OKR_SYNC), "sync", str(connector["id"])],

@@ -261,8 +261,11 @@ def serve(
 
 
 @app.command()
+@one_line_errors
 def worker() -> None:
-    """Run scheduled syncs only (no API): the sync-worker role of a scaled deployment."""
+    """Run syncs only (no API): queued, scheduled and interrupted ones, OKR_WORKER_CONCURRENCY
+    at a time. SIGTERM/SIGINT: stop claiming, let each sync commit its page (at most
+    OKR_SHUTDOWN_GRACE_SECONDS), release the connectors, exit 0."""
     import signal
     import threading
 
@@ -270,20 +273,27 @@ def worker() -> None:
     from service.sync.engine import SyncEngine
     from service.sync.scheduler import Scheduler
 
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings)
     _check_keys(settings)
-    engine = db.make_engine(settings.database_url)
+    # A database that does not answer, or an unmigrated one this process may not migrate,
+    # stops here in one line; `upgrade` also encrypts secrets stored in plain, as serve does.
+    engine = ready_database(settings, migrate=False)
     if settings.migrate_on_start:
         upgrade(settings, engine)
-    scheduler = Scheduler(SyncEngine(engine, settings), settings.scheduler_tick_seconds)
+    scheduler = Scheduler(
+        SyncEngine(engine, settings), settings.scheduler_tick_seconds, settings.worker_concurrency
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler.start()
     typer.echo(f"okr-sync worker running (database: {db.safe_url(settings.database_url)})")
     stop.wait()
-    scheduler.stop()
+    typer.echo("okr-sync worker stopping: letting running syncs commit their page", err=True)
+    scheduler.stop(settings.shutdown_grace_seconds)
+    engine.dispose()
+    typer.echo("okr-sync worker stopped", err=True)
 
 
 class PlainProgress:

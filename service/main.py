@@ -40,6 +40,7 @@ from service.settings import Settings, get_settings
 from service.sync import secrets as secret_store
 from service.sync.engine import SyncEngine
 from service.sync.routes import router as connectors_router
+from service.sync.routes import runs_router
 from service.sync.scheduler import Scheduler
 from service.workspaces.routes import router as workspaces_router
 
@@ -126,13 +127,16 @@ def create_app(
             startup(settings, engine, clock)
         scheduler = None
         if settings.role in ("all", "worker"):
-            scheduler = Scheduler(sync_engine, settings.scheduler_tick_seconds)
+            scheduler = Scheduler(
+                sync_engine, settings.scheduler_tick_seconds, settings.worker_concurrency
+            )
             scheduler.start()
         try:
             yield
         finally:
             if scheduler is not None:
-                scheduler.stop()
+                # In a thread: the event loop keeps serving what is still open meanwhile.
+                await anyio.to_thread.run_sync(scheduler.stop, settings.shutdown_grace_seconds)
 
     app = FastAPI(
         title="okr-sync",
@@ -173,6 +177,7 @@ def create_app(
     api.include_router(workspaces_router)
     api.include_router(okr_router)
     api.include_router(connectors_router)
+    api.include_router(runs_router)
     api.include_router(mappings_router)
     api.include_router(auth_router)
     app.include_router(api)

@@ -50,8 +50,12 @@ class Settings(BaseSettings):
     #: For vendors that never report deletes: how often ids are reconciled against a full
     #: listing (deleted records are those no longer listed).
     sync_reconcile_seconds: int = Field(default=86400, ge=0)
-    #: How long a worker holds a connector's sync lease before another may take it over.
-    sync_lease_seconds: int = Field(default=900, ge=10)
+    #: A running sync renews its connector's lease every third of this; a lease not
+    #: renewed for this long (a worker killed, or cut off from the database) is taken over
+    #: by another worker, which resumes the sync from its last committed page.
+    sync_lease_seconds: int = Field(default=60, ge=3)
+    #: Syncs one process (`okr-sync worker`, or `serve` in the `all` role) runs at once.
+    worker_concurrency: int = Field(default=2, ge=1)
     #: Request timeout for every vendor call.
     connector_timeout_seconds: float = Field(default=30.0, gt=0)
     #: Retries of a transient vendor fault before a run fails.
@@ -101,8 +105,11 @@ class Settings(BaseSettings):
     stream_retry_milliseconds: int = Field(default=3000, ge=0)
     #: On SIGINT/SIGTERM, `okr-sync serve` waits this long for requests in flight, then
     #: closes what is still open: event streams never end by themselves (their clients
-    #: reconnect, to another process, with `Last-Event-ID`).
-    shutdown_grace_seconds: int = Field(default=5, ge=0)
+    #: reconnect, to another process, with `Last-Event-ID`). Syncs (`serve`'s scheduler,
+    #: `okr-sync worker`) get this long to commit the page they are storing; one still
+    #: waiting on its vendor then is given up (another worker resumes it). 10 s: one page
+    #: of a slow vendor (a Salesforce query page takes 2-5 s) commits within it.
+    shutdown_grace_seconds: int = Field(default=10, ge=0)
     #: Hosts connectors may reach besides their vendor's own (comma-separated host names,
     #: IP addresses or networks), e.g. a test double or an egress proxy. Loopback, private,
     #: link-local and metadata addresses are refused unless listed here.

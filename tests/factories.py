@@ -198,3 +198,19 @@ def db_dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
             ]
             for table in SQLModel.metadata.sorted_tables
         }
+
+
+def sync_over_api(
+    client: Any, connector_id: int, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """`POST /connectors/{id}/sync` (202 + Location), one worker tick of the app's own
+    sync engine (test apps play the `api` role: no scheduler thread), then the run read at
+    its Location: the response of the finished run."""
+    from service.sync.scheduler import tick
+
+    queued = client.post(f"{API}/connectors/{connector_id}/sync", headers=headers)
+    assert queued.status_code == 202, (queued.status_code, queued.text)
+    assert queued.json()["status"] in ("queued", "running")
+    tick(client.app.state.sync_engine)
+    response: httpx.Response = client.get(queued.headers["Location"], headers=headers)
+    return response

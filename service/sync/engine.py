@@ -11,7 +11,9 @@ applied, nothing counted twice. How:
   committed in the same transaction as the page's checkpoint; a crash resumes there.
 * Deletes are tombstones (`deleted = true`), so an older copy read again cannot resurrect
   a deleted record.
-* A lease on the connector row keeps a second worker from syncing it at the same time.
+* A lease on the connector row keeps a second worker from syncing it at the same time;
+  a heartbeat renews it, and a lease left to expire (a dead worker) is taken over: the
+  dead run ends `interrupted` and a new one resumes from the checkpoint (docs/sync.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from queue import Empty, Full, Queue
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, Table, and_, func, or_, select, text, update
+from sqlalchemy import Engine, Table, and_, or_, select, text, update
 from sqlmodel import Session
 
 from connectors.base import Record, RecordKind, Runtime, Skipped, Window
@@ -50,7 +52,14 @@ from service.sync.models import (
     SyncRun,
     SyncState,
 )
-from service.sync.service import build_connector, connector_class, enabled_kinds
+from service.sync.service import (
+    ConnectorPaused,
+    active_run,
+    build_connector,
+    connector_class,
+    enabled_kinds,
+    next_scheduled,
+)
 from service.workspaces.models import Workspace
 
 log = logging.getLogger(__name__)
@@ -73,6 +82,14 @@ class SyncAlreadyRunning(ConflictError):
 
 class LeaseLost(Exception):
     """Our lease expired and another worker took the connector over."""
+
+
+class RunInterrupted(Exception):
+    """The worker is shutting down: the run stops after its last committed page."""
+
+
+#: `error_class` of a run whose worker died or shut down before it finished.
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -395,6 +412,8 @@ class SyncEngine:
         self.settings = settings
         self.clock = in_utc(clock)
         self.worker_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        #: Set on shutdown: runs stop after the page being stored commits.
+        self.stopping = threading.Event()
         self.runtime_factory = runtime_factory or (lambda c: runtime_for(c, settings, self.clock))
         #: Test hook: called after each committed page with (kind, page number).
         self.after_commit = after_commit
@@ -404,26 +423,71 @@ class SyncEngine:
 
     # ------------------------------------------------------------------ leases
 
-    def _acquire(self, connector_id: int) -> Connector:
+    def _lease_free(self, now: datetime) -> Any:
+        table = Connector.__table__  # type: ignore[attr-defined]
+        return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
+
+    def _acquire(self, connector_id: int) -> None:
         now = self.clock()
         until = now + timedelta(seconds=self.settings.sync_lease_seconds)
         table = Connector.__table__  # type: ignore[attr-defined]
-        with Session(self.engine, expire_on_commit=False) as session:
+        with Session(self.engine) as session:
             result = session.execute(
                 update(table)
-                .where(
-                    table.c.id == connector_id,
-                    or_(table.c.lease_until.is_(None), table.c.lease_until < now),
-                )
+                .where(table.c.id == connector_id, self._lease_free(now))
                 .values(lease_owner=self.worker_id, lease_until=until)
             )
             session.commit()
-            row = session.get(Connector, connector_id)
-            if row is None:
-                raise NotFoundError("connector", connector_id)
             if result.rowcount != 1:  # type: ignore[attr-defined]
+                if session.get(Connector, connector_id) is None:
+                    raise NotFoundError("connector", connector_id)
                 raise SyncAlreadyRunning(f"connector {connector_id} is already syncing")
-            return row
+
+    def claim(self, limit: int) -> list[int]:
+        """Take the leases of up to `limit` connectors with work: due (`next_run_at` passed,
+        which a queued run sets too) and not leased, or leased by a worker that stopped
+        renewing its lease (a takeover).
+
+        Both conditions are indexed, so a tick reads only those rows. On PostgreSQL,
+        `FOR UPDATE SKIP LOCKED` lets concurrent workers pass over each other's candidates;
+        on SQLite (one writer at a time) the clause is left out and the conditional
+        UPDATE alone decides, as it also does on PostgreSQL.
+        """
+        if limit <= 0:
+            return []
+        now = self.clock()
+        until = now + timedelta(seconds=self.settings.sync_lease_seconds)
+        table = Connector.__table__  # type: ignore[attr-defined]
+        claimed: list[int] = []
+        with Session(self.engine) as session:
+            candidates = (
+                session.execute(
+                    select(table.c.id)
+                    .where(
+                        or_(
+                            and_(table.c.next_run_at <= now, table.c.lease_until.is_(None)),
+                            table.c.lease_until < now,
+                        )
+                    )
+                    # A dead worker's runs first (work in progress, resumed), then by due
+                    # time, so a slot freeing up goes to the longest waiting.
+                    .order_by(table.c.lease_until.is_(None), table.c.next_run_at, table.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+                .scalars()
+                .all()
+            )
+            for connector_id in candidates:
+                result = session.execute(
+                    update(table)
+                    .where(table.c.id == connector_id, self._lease_free(now))
+                    .values(lease_owner=self.worker_id, lease_until=until)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(connector_id)
+            session.commit()
+        return claimed
 
     def _renew(self, session: Session, connector_id: int) -> None:
         table = Connector.__table__  # type: ignore[attr-defined]
@@ -435,6 +499,22 @@ class SyncEngine:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(f"lease on connector {connector_id} was taken over")
+
+    def _heartbeat(self, connector_id: int, done: threading.Event) -> None:
+        """Renew the lease every third of its length until `done`, so a page slower than
+        the lease (or a long reconciliation) keeps it, and a dead process loses it within
+        `sync_lease_seconds`."""
+        period = self.settings.sync_lease_seconds / 3
+        while not done.wait(period):
+            try:
+                with Session(self.engine) as session:
+                    self._renew(session, connector_id)
+                    session.commit()
+            except LeaseLost:
+                log.warning("lease on connector %s was taken over", connector_id)
+                return
+            except Exception:  # noqa: BLE001 - the database may come back before expiry
+                log.exception("could not renew the lease on connector %s", connector_id)
 
     def _release(self, connector_id: int) -> None:
         table = Connector.__table__  # type: ignore[attr-defined]
@@ -449,59 +529,129 @@ class SyncEngine:
     # ------------------------------------------------------------------ runs
 
     def run(self, connector_id: int, trigger: RunTrigger = RunTrigger.manual) -> SyncRun:
-        """Sync every enabled kind of the connector; returns the finished run.
+        """Sync every enabled kind of the connector now, in this thread; returns the
+        finished run (a queued one is the one run).
 
-        Raises SyncAlreadyRunning when another worker holds the connector.
+        Raises SyncAlreadyRunning when another worker holds the connector, and
+        ConnectorPaused when it is paused.
         """
-        row = self._acquire(connector_id)
+        self._acquire(connector_id)
         try:
-            return self._run(row, trigger)
+            started = self._begin(connector_id, trigger)
+            assert started is not None
+            return self._execute(*started)
         finally:
             self._release(connector_id)
 
-    def run_if_due(self, connector_id: int) -> SyncRun | None:
-        """A scheduled run, unless another worker ran it within its interval.
-
-        Due-ness is checked again under the lease: two schedulers that both saw the
-        connector due must not both sync it, one after the other.
-        """
-        row = self._acquire(connector_id)
+    def work(self, connector_id: int) -> SyncRun | None:
+        """Run what a claimed connector (`claim`) has to do, then release it: resume a run
+        whose worker died, start its queued run, or its scheduled one. None if nothing
+        was left to do (another worker ran it meanwhile, or it was paused)."""
         try:
-            with Session(self.engine) as session:
-                last = session.execute(
-                    select(func.max(SyncRun.started_at)).where(
-                        SyncRun.connector_id == connector_id  # type: ignore[arg-type]
-                    )
-                ).scalar_one()
-            if last is not None and self.clock() - last < timedelta(
-                seconds=row.sync_interval_seconds
-            ):
+            if self.stopping.is_set():  # claimed just before the shutdown: leave it
                 return None
-            return self._run(row, RunTrigger.schedule)
+            started = self._begin(connector_id, None)
+            return self._execute(*started) if started is not None else None
         finally:
             self._release(connector_id)
 
-    def _run(self, row: Connector, trigger: RunTrigger) -> SyncRun:
-        assert row.id is not None
-        started = self.clock()
-        t0 = time.monotonic()
+    def _begin(
+        self, connector_id: int, trigger: RunTrigger | None
+    ) -> tuple[Connector, SyncRun, str] | None:
+        """Under the lease: close a dead worker's run, then start the run to make (a queued
+        one, the dead one's continuation, `trigger`'s, or the schedule's)."""
+        now = self.clock()
+        dead: SyncRun | None = None
         with Session(self.engine, expire_on_commit=False) as session:
-            run = SyncRun(
-                workspace_id=row.workspace_id,
-                connector_id=row.id,
-                trigger=trigger,
-                status=RunStatus.running,
-                started_at=started,
-            )
-            session.add(run)
+            row = session.get(Connector, connector_id)
+            if row is None:
+                raise NotFoundError("connector", connector_id)
+            active = active_run(session, connector_id)
+            if active is not None and active.status == RunStatus.running:
+                # The lease was free or expired: the worker running it is gone.
+                dead, active = active, None
+                dead.status = RunStatus.failed
+                dead.error_class = INTERRUPTED
+                dead.error_message = (
+                    f"worker {dead.worker} stopped renewing its lease; "
+                    "the next run resumes from the last committed page"
+                )
+                dead.finished_at = now
+                row.last_run_status = RunStatus.failed
+                session.flush()
+            if row.paused:
+                row.next_run_at = None
+                session.commit()
+                if dead is not None:
+                    self._report_dead(row, dead)
+                if trigger is not None:
+                    raise ConnectorPaused(
+                        f"connector {connector_id} is paused: unpause it to sync", field="paused"
+                    )
+                return None
+            if active is not None:
+                run = active
+            elif dead is not None or trigger is not None or self._scheduled(row, now):
+                run = SyncRun(
+                    workspace_id=row.workspace_id,
+                    connector_id=connector_id,
+                    trigger=dead.trigger if dead is not None else trigger or RunTrigger.schedule,
+                    status=RunStatus.queued,
+                    queued_at=now,
+                )
+                session.add(run)
+            else:
+                if not row.enabled:
+                    row.next_run_at = None  # disabled meanwhile: no claim on every tick
+                session.commit()
+                return None
+            run.status = RunStatus.running
+            run.started_at = now
+            run.worker = self.worker_id
+            row.next_run_at = next_scheduled(row, now)
+            session.flush()
+            if dead is not None:
+                dead.resumed_by_run_id = run.id
             session.commit()
             workspace = session.get(Workspace, row.workspace_id)
             slug = workspace.slug if workspace is not None else str(row.workspace_id)
+        if dead is not None:
+            self._report_dead(row, dead, slug)
+        return row, run, slug
+
+    @staticmethod
+    def _scheduled(row: Connector, now: datetime) -> bool:
+        return (
+            row.enabled
+            and not row.paused
+            and row.next_run_at is not None
+            and row.next_run_at <= now
+        )
+
+    def _report_dead(self, row: Connector, dead: SyncRun, slug: str | None = None) -> None:
+        log.warning(
+            "run %s of connector %s was interrupted (worker %s stopped renewing its lease)",
+            dead.id,
+            row.id,
+            dead.worker,
+        )
+        observability.run_finished(row, slug or str(row.workspace_id), dead, {}, 0, None)
+
+    def _execute(self, row: Connector, run: SyncRun, slug: str) -> SyncRun:
+        assert row.id is not None
+        assert run.started_at is not None
+        started = run.started_at
+        t0 = time.monotonic()
         observability.run_started(row, slug, run, [k.value for k in enabled_kinds(row)])
         reports: dict[str, KindReport] = {}
         runtime = self.runtime_factory(row)
         error: BaseException | None = None
         quota: tuple[int, int] | None = None
+        done = threading.Event()
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(row.id, done), name="okr-sync-heartbeat", daemon=True
+        )
+        heartbeat.start()
         try:
             vendor = build_connector(row, self.settings, runtime)
             try:
@@ -514,6 +664,9 @@ class SyncEngine:
                 vendor.close()
         except Exception as exc:  # noqa: BLE001 - every failure is recorded on the run
             error = exc
+        finally:
+            done.set()
+            heartbeat.join()
         totals = Counts()
         for report in reports.values():
             totals.add(report.counts)
@@ -556,7 +709,18 @@ class SyncEngine:
         if isinstance(error, QuotaExceededError):
             details["quota"] = {"used": error.used, "limit": error.limit}
         with Session(self.engine, expire_on_commit=False) as session:
-            run = session.merge(run)
+            stored = session.get(SyncRun, run.id, with_for_update=True)
+            assert stored is not None
+            if (
+                isinstance(error, LeaseLost)
+                or stored.status != RunStatus.running
+                or stored.worker != self.worker_id
+            ):
+                # Another worker took the connector over and closed this run already.
+                log.warning("run %s lost its lease to another worker", run.id)
+                session.commit()
+                return stored
+            run = stored
             run.finished_at = self.clock()
             run.duration_ms = int((time.monotonic() - t0) * 1000)
             run.fetched, run.inserted = totals.fetched, totals.inserted
@@ -569,6 +733,23 @@ class SyncEngine:
                 run.status = RunStatus.succeeded
                 connector.last_success_at = started
                 self._reevaluate(session, connector, set(reports), started)
+            elif isinstance(error, RunInterrupted):
+                # Shutting down: the next run (any worker's) resumes from the checkpoint.
+                run.status = RunStatus.failed
+                run.error_class = INTERRUPTED
+                run.error_message = str(error)
+                session.flush()
+                resume = SyncRun(
+                    workspace_id=run.workspace_id,
+                    connector_id=run.connector_id,
+                    trigger=run.trigger,
+                    status=RunStatus.queued,
+                    queued_at=self.clock(),
+                )
+                session.add(resume)
+                session.flush()
+                run.resumed_by_run_id = resume.id
+                connector.next_run_at = self.clock()
             else:
                 run.status = RunStatus.failed
                 if isinstance(error, ConnectorError):
@@ -583,6 +764,45 @@ class SyncEngine:
             connector.last_run_status = run.status
             session.commit()
             return run
+
+    def _check_stopping(self) -> None:
+        if self.stopping.is_set():
+            raise RunInterrupted(
+                f"worker {self.worker_id} shut down; the next run resumes from the last "
+                "committed page"
+            )
+
+    def abandon(self, connector_id: int) -> None:
+        """Give a connector up while its run is still stuck (a vendor call outlasting the
+        shutdown grace): the run ends interrupted, a queued run resumes it, the lease is
+        released. The stuck thread can commit nothing more: its lease check fails."""
+        now = self.clock()
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = session.get(Connector, connector_id, with_for_update=True)
+            if row is None or row.lease_owner != self.worker_id:
+                return
+            active = active_run(session, connector_id)
+            if active is not None and active.status == RunStatus.running:
+                active.status = RunStatus.failed
+                active.error_class = INTERRUPTED
+                active.error_message = f"worker {self.worker_id} shut down mid-page"
+                active.finished_at = now
+                session.flush()
+                resume = SyncRun(
+                    workspace_id=active.workspace_id,
+                    connector_id=connector_id,
+                    trigger=active.trigger,
+                    status=RunStatus.queued,
+                    queued_at=now,
+                )
+                session.add(resume)
+                session.flush()
+                active.resumed_by_run_id = resume.id
+                row.next_run_at = now
+                row.last_run_status = RunStatus.failed
+            row.lease_owner = None
+            row.lease_until = None
+            session.commit()
 
     def _reevaluate(
         self, session: Session, connector: Connector, kinds: set[str], now: datetime
@@ -648,6 +868,7 @@ class SyncEngine:
                     self.after_commit(kind.value, report.pages)
                 if self.on_page is not None:
                     self.on_page(kind.value, report.pages, report.counts.fetched)
+                self._check_stopping()
 
             state.watermark = window.end
             state.window_start = state.window_end = None
@@ -681,6 +902,7 @@ class SyncEngine:
             counts.add(upsert_page(session, row, kind, page.records, now, restore_equal=True))
             self._renew(session, row.id)
             session.commit()
+            self._check_stopping()
         conn = session.connection()
         live = conn.execute(
             select(RECORD.c.source_id).where(

@@ -12,10 +12,12 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ForeignKey,
+    Index,
     Integer,
     SmallInteger,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -36,6 +38,8 @@ def _connector_fk() -> Any:
 
 
 class RunStatus(enum.StrEnum):
+    #: Waiting for a worker (`POST /sync`, or a run interrupted by a shutdown to resume).
+    queued = "queued"
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
@@ -59,11 +63,23 @@ class ConnectorBase(Text):
     kinds: list[str] | None = Field(default=None, sa_column=Column(JSON))
     #: How often scheduled syncs run; values older than this are flagged stale.
     sync_interval_seconds: int = Field(default=900, ge=60, le=7 * 86400)
+    #: A cron expression (5 fields, UTC, e.g. `0 */2 * * *`) scheduling syncs instead of
+    #: the interval; the interval still says when values turn stale.
+    sync_cron: str | None = Field(default=None, max_length=100)
+    #: Scheduled syncs on (a manual `POST /sync` works either way).
     enabled: bool = True
+    #: No sync at all, scheduled or manual, until unpaused (a running one finishes).
+    paused: bool = False
 
 
 class Connector(ConnectorBase, table=True):
-    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "name"),
+        # What workers poll every tick (`service.sync.jobs.claim`): due connectors, and
+        # those whose sync lease ran out (a dead worker's).
+        Index("ix_connector_next_run_at", "next_run_at"),
+        Index("ix_connector_lease_until", "lease_until"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(sa_column=workspace_fk())
     #: Secrets, write-only over the API. Stored through `service.sync.secrets` so that
@@ -75,6 +91,9 @@ class Connector(ConnectorBase, table=True):
     #: Sync lease: one worker at a time per connector (scaled deployments).
     lease_owner: str | None = Field(default=None, max_length=100)
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: When a worker next starts a run: the next scheduled time, or the time a run was
+    #: queued. None: nothing planned (schedule off, paused).
+    next_run_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ConnectorCreate(ConnectorBase):
@@ -93,7 +112,10 @@ class ConnectorUpdate(Text):
     secrets: dict[str, Any] | None = None
     kinds: list[str] | None = None
     sync_interval_seconds: int | None = Field(default=None, ge=60, le=7 * 86400)
+    #: A cron expression, or null to go back to the interval.
+    sync_cron: str | None = Field(default=None, max_length=100)
     enabled: bool | None = None
+    paused: bool | None = None
 
 
 class ConnectorPublic(ConnectorBase):
@@ -104,6 +126,8 @@ class ConnectorPublic(ConnectorBase):
     #: Names of the secrets that are set (their values are never returned).
     secrets_set: list[str]
     stale: bool
+    #: When the next sync starts (scheduled, or queued); null when none is planned.
+    next_run_at: datetime | None
 
 
 class CheckPublic(SQLModel):
@@ -186,8 +210,12 @@ class SyncState(SQLModel, table=True):
 class SyncRunBase(SQLModel):
     connector_id: int
     trigger: RunTrigger = Field(sa_column=Column(String(16), nullable=False))
+    #: queued -> running -> succeeded | failed. A run whose worker died or shut down ends
+    #: `failed` with `error_class` `interrupted`; `resumed_by_run_id` continues it.
     status: RunStatus = Field(sa_column=Column(String(16), nullable=False))
-    started_at: datetime = Field(sa_type=UTCDateTime)
+    queued_at: datetime = Field(sa_type=UTCDateTime)
+    #: Null while queued.
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     duration_ms: int | None = None
     fetched: int = 0
@@ -201,10 +229,29 @@ class SyncRunBase(SQLModel):
     error_message: str | None = Field(default=None, max_length=4000)
     #: Per-kind counts, windows and vendor quota figures.
     details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    #: The worker holding the run (host:id), while it runs.
+    worker: str | None = Field(default=None, max_length=100)
+    #: The run that resumes this one from its checkpoint, when it was interrupted.
+    resumed_by_run_id: int | None = None
+
+
+#: A connector has at most one queued or running run: the database says so, so two
+#: requests or workers racing cannot both start one.
+ACTIVE_STATUSES = ("queued", "running")
+_ACTIVE = "status IN ('queued', 'running')"
 
 
 class SyncRun(SyncRunBase, table=True):
     __tablename__ = "sync_run"
+    __table_args__ = (
+        Index(
+            "uq_sync_run_active",
+            "connector_id",
+            unique=True,
+            sqlite_where=text(_ACTIVE),
+            postgresql_where=text(_ACTIVE),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: int = Field(sa_column=workspace_fk())
     connector_id: int = Field(

@@ -4,33 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Response
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from connectors.errors import ConnectorError
-from service.deps import AdminWorkspace, ClockDep, RequestDbDep, SessionDep, SettingsDep
+from service.deps import (
+    AdminWorkspace,
+    ClockDep,
+    RequestDbDep,
+    SessionDep,
+    SettingsDep,
+    ViewerWorkspace,
+)
 from service.okr.service import get_owned, page_of
+from service.openapi import problem_response
 from service.pagination import Cursor, Id, Limit, Page, decode_cursor, page_size
 from service.sync import secrets as secret_store
 from service.sync import service
-from service.sync.engine import SyncEngine, runtime_for
+from service.sync.engine import runtime_for
 from service.sync.models import (
     CheckPublic,
     Connector,
     ConnectorCreate,
     ConnectorPublic,
     ConnectorUpdate,
-    RunTrigger,
     SyncRun,
     SyncRunPublic,
 )
 
 router = APIRouter(prefix="/connectors", tags=["connectors"])
-
-
-def _engine(request: Request) -> SyncEngine:
-    engine: SyncEngine = request.app.state.sync_engine
-    return engine
+runs_router = APIRouter(prefix="/runs", tags=["connectors"])
 
 
 @router.get("", response_model=Page[ConnectorPublic])
@@ -86,7 +90,8 @@ def update_connector(
     """Change a connector's name, configuration, secrets, kinds or schedule. Changing a URL
     needs the connector's secrets in the same request."""
     row = get_owned(session, Connector, ws, connector_id)
-    row = service.update_connector(session, row, data, settings)
+    now = clock()
+    row = service.update_connector(session, row, data, settings, now)
     session.commit()
     return service.public(row, clock())
 
@@ -134,19 +139,44 @@ def check_connector(
     )
 
 
-@router.post("/{connector_id}/sync", response_model=SyncRunPublic)
+@router.post(
+    "/{connector_id}/sync",
+    response_model=SyncRunPublic,
+    status_code=202,
+    responses={
+        202: {
+            "description": "The run, queued (or the one already queued or running).",
+            "headers": {
+                "Location": {
+                    "description": "Where to poll the run: `/api/v1/runs/{id}`.",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        409: problem_response("The connector is paused (`field`: `paused`)."),
+    },
+)
 def sync_connector(
-    request: Request,
-    access: RequestDbDep,
+    response: Response,
     session: SessionDep,
     ws: AdminWorkspace,
+    clock: ClockDep,
     connector_id: Id,
 ) -> SyncRun:
-    """Run a sync now and return the finished run (409 if one is already running)."""
-    get_owned(session, Connector, ws, connector_id)
-    # The sync opens its own sessions, one page at a time; this request's goes back now.
-    access.release()
-    return _engine(request).run(connector_id, RunTrigger.manual)
+    """Queue a sync (a worker runs it) and answer with the run to poll at `Location`; while
+    one is queued or running, answer that one."""
+    row = get_owned(session, Connector, ws, connector_id)
+    try:
+        run = service.enqueue(session, row, clock())
+        session.commit()
+    except IntegrityError:
+        # Another request queued one between our read and our insert: answer that one.
+        session.rollback()
+        row = get_owned(session, Connector, ws, connector_id)
+        run = service.enqueue(session, row, clock())
+        session.commit()
+    response.headers["Location"] = f"/api/v1/runs/{run.id}"
+    return run
 
 
 @router.get("/{connector_id}/runs", response_model=Page[SyncRunPublic])
@@ -164,3 +194,9 @@ def list_runs(
     query = select(SyncRun).where(col(SyncRun.connector_id) == connector_id)
     rows, nxt = page_of(session, query, SyncRun, size, decode_cursor(cursor))
     return Page(items=rows, next_cursor=nxt)
+
+
+@runs_router.get("/{run_id}", response_model=SyncRunPublic)
+def read_run(session: SessionDep, ws: ViewerWorkspace, run_id: Id) -> SyncRun:
+    """Read a sync run (poll a queued one until it is `succeeded` or `failed`)."""
+    return get_owned(session, SyncRun, ws, run_id)

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 from pydantic import ValidationError
-from sqlmodel import Session
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from connectors.base import Connector as VendorConnector
 from connectors.base import ConnectorConfig, ConnectorSecrets, RecordKind, Runtime
 from connectors.hosts import HostNotAllowedError
 from connectors.registry import connector_types
 from service.db import flush_or_conflict
-from service.errors import InvalidError
+from service.errors import ConflictError, InvalidError
 from service.okr.service import wid
 from service.settings import Settings
 from service.sync import secrets as secret_store
-from service.sync.models import Connector, ConnectorCreate, ConnectorPublic, ConnectorUpdate
+from service.sync.models import (
+    ACTIVE_STATUSES,
+    Connector,
+    ConnectorCreate,
+    ConnectorPublic,
+    ConnectorUpdate,
+    RunStatus,
+    RunTrigger,
+    SyncRun,
+)
 from service.workspaces.models import Workspace
 
 
@@ -147,6 +158,93 @@ def build_connector(
     return cls(config, secrets, runtime)
 
 
+def validated_cron(expression: str | None) -> str | None:
+    """A 5-field cron expression (minute hour day month weekday), or a 422 naming
+    `sync_cron`."""
+    if expression is None:
+        return None
+    expression = " ".join(expression.split())
+    if len(expression.split(" ")) != 5 or not croniter.is_valid(expression):
+        raise InvalidError(
+            f"{expression!r} is not a cron expression of 5 fields "
+            "(minute hour day-of-month month day-of-week), e.g. '0 */2 * * *'",
+            field="sync_cron",
+        )
+    try:
+        croniter(expression, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except (CroniterBadCronError, CroniterBadDateError):  # e.g. 30 February: never fires
+        raise InvalidError(f"{expression!r} never fires", field="sync_cron") from None
+    return expression
+
+
+def next_scheduled(row: Connector, after: datetime) -> datetime | None:
+    """When the schedule next fires after `after` (a run started then), or None when
+    scheduled syncs are off (disabled or paused). Cron expressions are read in UTC."""
+    if not row.enabled or row.paused:
+        return None
+    if row.sync_cron:
+        fired: datetime = croniter(row.sync_cron, after).get_next(datetime)
+        return fired
+    return after + timedelta(seconds=row.sync_interval_seconds)
+
+
+def active_run(session: Session, connector_id: int) -> SyncRun | None:
+    """The connector's queued or running run (at most one: `uq_sync_run_active`)."""
+    return session.exec(
+        select(SyncRun).where(
+            SyncRun.connector_id == connector_id,
+            col(SyncRun.status).in_(ACTIVE_STATUSES),
+        )
+    ).first()
+
+
+def replan(session: Session, row: Connector, now: datetime) -> None:
+    """Recompute `next_run_at` after the schedule changed: a queued run waits for a worker
+    now; otherwise the schedule counts from the last run's start (now, if none)."""
+    assert row.id is not None
+    active = active_run(session, row.id)
+    if row.paused:
+        row.next_run_at = None
+    elif active is not None and active.status == RunStatus.queued:
+        row.next_run_at = now
+    else:
+        last = session.exec(
+            select(func.max(SyncRun.started_at)).where(SyncRun.connector_id == row.id)
+        ).one()
+        row.next_run_at = (
+            next_scheduled(row, last) if last is not None else (now if row.enabled else None)
+        )
+
+
+class ConnectorPaused(ConflictError):
+    """The connector is paused: no sync starts until it is unpaused."""
+
+
+def enqueue(session: Session, row: Connector, now: datetime) -> SyncRun:
+    """A manual run waiting for a worker, or the connector's queued or running one; a 409
+    naming `paused` when the connector is paused. Flushes."""
+    assert row.id is not None
+    if row.paused:
+        raise ConnectorPaused(
+            f"connector {row.id} is paused: unpause it (PATCH paused=false) to sync",
+            field="paused",
+        )
+    active = active_run(session, row.id)
+    if active is not None:
+        return active
+    run = SyncRun(
+        workspace_id=row.workspace_id,
+        connector_id=row.id,
+        trigger=RunTrigger.manual,
+        status=RunStatus.queued,
+        queued_at=now,
+    )
+    session.add(run)
+    row.next_run_at = now
+    session.flush()
+    return run
+
+
 def is_stale(row: Connector, now: datetime) -> bool:
     """Whether the connector has not synced successfully within its expected interval."""
     if row.last_success_at is None:
@@ -171,6 +269,9 @@ def public(row: Connector, now: datetime) -> ConnectorPublic:
         last_run_status=row.last_run_status,
         secrets_set=secret_store.secret_names(row.secrets),
         stale=is_stale(row, now),
+        sync_cron=row.sync_cron,
+        paused=row.paused,
+        next_run_at=row.next_run_at,
     )
 
 
@@ -195,9 +296,13 @@ def create_connector(
         secrets=secret_store.seal(secret_store.plain(secrets), settings),
         kinds=validated_kinds(data.type, data.kinds),
         sync_interval_seconds=data.sync_interval_seconds,
+        sync_cron=validated_cron(data.sync_cron),
         enabled=data.enabled,
+        paused=data.paused,
         created_at=now,
     )
+    # A new connector syncs as soon as a worker is free, then on its schedule.
+    row.next_run_at = now if data.enabled and not data.paused else None
     session.add(row)
     _flush(session, data.name)
     return row
@@ -218,12 +323,12 @@ def _stored_secrets(row: Connector, changes: dict[str, Any], settings: Settings)
 
 
 def update_connector(
-    session: Session, row: Connector, data: ConnectorUpdate, settings: Settings
+    session: Session, row: Connector, data: ConnectorUpdate, settings: Settings, now: datetime
 ) -> Connector:
     """Change a connector; secrets given replace those of the same name. A changed URL
     must pass the host policy and comes with the secrets (`check_secrets_follow_urls`)."""
     changes = data.model_dump(exclude_unset=True)
-    for key in ("name", "config", "secrets", "sync_interval_seconds", "enabled"):
+    for key in ("name", "config", "secrets", "sync_interval_seconds", "enabled", "paused"):
         if key in changes and changes[key] is None:
             raise InvalidError(f"{key} cannot be null", field=key)
     config = validated_config(row.type, changes.get("config", row.config))
@@ -241,8 +346,12 @@ def update_connector(
         row.secrets = secret_store.seal(secret_store.plain(secrets), settings)
     if "kinds" in changes:
         row.kinds = validated_kinds(row.type, changes["kinds"])
-    for key in ("name", "sync_interval_seconds", "enabled"):
+    if "sync_cron" in changes:
+        row.sync_cron = validated_cron(changes["sync_cron"])
+    for key in ("name", "sync_interval_seconds", "enabled", "paused"):
         if key in changes:
             setattr(row, key, changes[key])
+    if changes.keys() & {"sync_interval_seconds", "sync_cron", "enabled", "paused"}:
+        replan(session, row, now)
     _flush(session, row.name)
     return row

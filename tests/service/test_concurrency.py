@@ -133,7 +133,16 @@ def test_given_300_concurrent_clients_then_every_request_is_answered_and_probes_
             base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"}
         ) as client:
             urls, manual, connector = _targets(client)
-        statuses, failures, probes, sync = asyncio.run(_load(base, token, urls, manual, connector))
+            statuses, failures, probes, sync = asyncio.run(
+                _load(base, token, urls, manual, connector)
+            )
+            # The sync queued in the middle of the load: the server's scheduler runs it.
+            assert sync.status_code == 202, sync.text
+            run = sync.json()
+            deadline = time.monotonic() + 120
+            while run["status"] in ("queued", "running") and time.monotonic() < deadline:
+                time.sleep(0.2)
+                run = client.get(sync.headers["Location"], headers=DEMO).json()
 
     print(f"statuses {dict(statuses)}, slowest probes {sorted(probes, key=lambda p: p[1])[-3:]}")
     assert failures == [], failures[:5]
@@ -144,6 +153,5 @@ def test_given_300_concurrent_clients_then_every_request_is_answered_and_probes_
     assert len(probes) >= LOAD_SECONDS / 2, probes
     slowest = max(probes, key=lambda probe: probe[1])
     assert slowest[1] < 1.0, sorted(probes, key=lambda probe: probe[1])[-5:]
-    # A sync started in the middle of the load ran to the end.
-    assert sync.status_code == 200, sync.text
-    assert sync.json()["status"] == "succeeded", sync.json()
+    # A sync queued in the middle of the load ran to the end.
+    assert run["status"] == "succeeded", run

@@ -109,3 +109,58 @@ def test_given_a_database_at_head_when_downgraded_to_base_and_back_then_it_upgra
     db.upgrade(empty_engine)
     assert _revision(empty_engine) == _head()
     assert _differences(empty_engine) == []
+
+
+def test_given_runs_left_running_by_the_old_version_when_upgraded_then_they_end_interrupted(
+    empty_engine: Engine,
+) -> None:
+    """0006 (sync jobs): a run a crashed worker of the previous version left `running`
+    would never finish: it ends `failed`/`interrupted`, leases are dropped, enabled
+    connectors are due once, and what hangs off the connectors is kept."""
+    db.upgrade(empty_engine, "0005")
+    with empty_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO workspace (id, slug, name, timezone, created_at, on_track_margin, "
+                "at_risk_margin) VALUES (1, 'acme', 'Acme', 'UTC', '2026-01-01 00:00:00', "
+                "0.1, 0.25)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO connector (id, workspace_id, name, type, config, kinds, secrets, "
+                "sync_interval_seconds, enabled, created_at, lease_owner, lease_until) VALUES "
+                "(1, 1, 'crm', 'demo', '{}', NULL, '{}', 900, :yes, '2026-01-01 00:00:00', "
+                "'old-host:1', '2026-01-01 00:15:00')"
+            ),
+            {"yes": True},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO sync_run (id, workspace_id, connector_id, trigger, status, "
+                "started_at, fetched, inserted, updated, deleted, requests, retries) VALUES "
+                "(1, 1, 1, 'schedule', 'running', '2026-01-01 00:00:00', 0, 0, 0, 0, 0, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO sync_state (connector_id, kind, watermark, updated_at) VALUES "
+                "(1, 'lead', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    db.upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        run = conn.execute(
+            text("SELECT status, error_class, queued_at FROM sync_run WHERE id = 1")
+        ).one()
+        connector = conn.execute(
+            text("SELECT lease_owner, next_run_at, paused FROM connector WHERE id = 1")
+        ).one()
+        checkpoints = conn.execute(text("SELECT count(*) FROM sync_state")).scalar_one()
+    # On SQLite, a batch copy of `connector` would have cascade-deleted these.
+    assert checkpoints == 1
+    assert (run.status, run.error_class) == ("failed", "interrupted")
+    assert run.queued_at is not None
+    assert connector.lease_owner is None
+    assert connector.next_run_at is not None
+    assert not connector.paused

@@ -68,6 +68,7 @@ def rival(client: TestClient) -> dict[str, Any]:
         client.post(f"{API}/tokens", json={"name": "their", "role": "viewer"}, headers=headers),
         201,
     )
+    run = ok(client.post(f"{API}/connectors/{connector['id']}/sync", headers=headers), 202)
     return {
         "slug": "rival",
         "team_id": tree["teams"][0]["id"],
@@ -78,6 +79,7 @@ def rival(client: TestClient) -> dict[str, Any]:
         "connector_id": connector["id"],
         "mapping_id": mapping["id"],
         "token_id": token["id"],
+        "run_id": run["id"],
     }
 
 

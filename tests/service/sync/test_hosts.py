@@ -16,6 +16,7 @@ from service.main import create_app
 from tests.conftest import FrozenClock, bearer, issue_token, make_settings
 from tests.connectors.hubspot.harness import GOOD_TOKEN, HubSpotHarness
 from tests.connectors.salesforce.harness import SalesforceHarness
+from tests.factories import sync_over_api
 from tests.fakes.recorder import Recorder
 from tests.fakes.server import Served, serve
 from tests.harnesses import open_harness
@@ -257,7 +258,7 @@ def test_given_a_login_answering_a_disallowed_instance_url_then_the_run_fails_an
         connector_id = create(client, headers, salesforce_body(sf))
         sf.fake.instance_url = f"https://localhost:{served.port}"
 
-        run = client.post(f"{CONNECTORS}/{connector_id}/sync", headers=headers)
+        run = sync_over_api(client, connector_id, headers)
         check = client.post(f"{CONNECTORS}/{connector_id}/check", headers=headers)
 
     assert run.status_code == 200, run.text
@@ -284,7 +285,7 @@ def test_given_another_service_answering_then_its_reply_is_not_echoed(
             client, headers, hubspot_body(hubspot, config={"base_url": served.base_url})
         )
         check = client.post(f"{CONNECTORS}/{connector_id}/check", headers=headers)
-        run = client.post(f"{CONNECTORS}/{connector_id}/sync", headers=headers)
+        run = sync_over_api(client, connector_id, headers)
 
     assert check.json()["ok"] is False
     assert run.json()["status"] == "failed"

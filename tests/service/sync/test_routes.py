@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.connectors.hubspot.harness import BAD_TOKEN, GOOD_TOKEN, HubSpotHarness
+from tests.factories import sync_over_api
 from tests.harnesses import open_harness
 
 PROBLEM = "application/problem+json"
@@ -119,7 +120,7 @@ def test_given_a_connector_when_synced_over_the_api_then_the_run_is_listed(
     hubspot.seed(hubspot.kinds[0], 12)
     created = client.post("/api/v1/connectors", json=hubspot_body(hubspot), headers=headers)
     connector_id = created.json()["id"]
-    run = client.post(f"/api/v1/connectors/{connector_id}/sync", headers=headers)
+    run = sync_over_api(client, connector_id, headers)
     assert run.status_code == 200, run.text
     assert run.json()["status"] == "succeeded", run.json()
     assert run.json()["inserted"] == len(hubspot.live_ids(hubspot.kinds[0]))
@@ -137,7 +138,7 @@ def test_given_wrong_credentials_when_synced_then_the_run_fails_saying_why(
     created = client.post(
         "/api/v1/connectors", json=hubspot_body(hubspot, token=BAD_TOKEN), headers=headers
     )
-    run = client.post(f"/api/v1/connectors/{created.json()['id']}/sync", headers=headers)
+    run = sync_over_api(client, created.json()["id"], headers)
     assert run.status_code == 200
     body = run.json()
     assert body["status"] == "failed"

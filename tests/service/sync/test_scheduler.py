@@ -1,4 +1,5 @@
-"""Scheduled syncs: due connectors run once per interval, never twice at once."""
+"""Scheduled syncs: due connectors run once per interval (or cron time), never twice at
+once; missed times after downtime run once; paused connectors wait."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from sqlmodel import Session
 
 from service.sync.engine import SyncEngine
 from service.sync.models import Connector, SyncRun
-from service.sync.scheduler import due_connectors, tick
+from service.sync.scheduler import tick
+from service.sync.service import replan
 from service.workspaces.models import Workspace
 from tests.conftest import FrozenClock, make_settings
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
 
-def make_demo_connector(engine: Engine, *, enabled: bool = True, interval: int = 600) -> int:
+def make_demo_connector(
+    engine: Engine, *, enabled: bool = True, interval: int = 600, cron: str | None = None
+) -> int:
     with Session(engine) as session:
         ws = Workspace(slug="demo", name="Demo", created_at=NOW)
         session.add(ws)
@@ -31,12 +35,22 @@ def make_demo_connector(engine: Engine, *, enabled: bool = True, interval: int =
             secrets={},
             enabled=enabled,
             sync_interval_seconds=interval,
+            sync_cron=cron,
             created_at=NOW,
+            # As `service.sync.service.create_connector` plans a new connector.
+            next_run_at=NOW if enabled else None,
         )
         session.add(row)
         session.commit()
         assert row.id is not None
         return row.id
+
+
+def next_run_at(engine: Engine, connector_id: int) -> datetime | None:
+    with Session(engine) as session:
+        row = session.get(Connector, connector_id)
+        assert row is not None
+        return row.next_run_at
 
 
 def run_count(engine: Engine) -> int:
@@ -50,9 +64,8 @@ def test_given_a_new_connector_when_the_scheduler_ticks_then_it_syncs_once_per_i
     connector_id = make_demo_connector(engine, interval=600)
     clock = FrozenClock(NOW)
     sync = SyncEngine(engine, make_settings(database_url), clock=clock)
-    with Session(engine) as session:
-        assert due_connectors(session, clock()) == [connector_id]
     assert tick(sync) == 1
+    assert next_run_at(engine, connector_id) == NOW + timedelta(seconds=600)
     assert tick(sync) == 0, "not due again before its interval"
     clock.now = NOW + timedelta(seconds=599)
     assert tick(sync) == 0
@@ -92,3 +105,54 @@ def test_given_two_workers_when_they_tick_together_then_the_connector_syncs_once
         t.join(timeout=60)
     assert sorted(made) == [0, 1]
     assert run_count(engine) == 1
+
+
+def test_given_a_long_downtime_when_the_scheduler_comes_back_then_missed_times_run_once(
+    engine: Engine, database_url: str
+) -> None:
+    connector_id = make_demo_connector(engine, interval=600)
+    clock = FrozenClock(NOW)
+    sync = SyncEngine(engine, make_settings(database_url), clock=clock)
+    assert tick(sync) == 1
+    clock.now = NOW + timedelta(hours=5)  # 30 intervals missed
+    assert tick(sync) == 1
+    assert tick(sync) == 0, "the missed times are not caught up one by one"
+    assert next_run_at(engine, connector_id) == clock.now + timedelta(seconds=600)
+    assert run_count(engine) == 2
+
+
+def test_given_a_cron_schedule_when_the_scheduler_ticks_then_it_runs_at_the_cron_times(
+    engine: Engine, database_url: str
+) -> None:
+    connector_id = make_demo_connector(engine, cron="0 */2 * * *")
+    clock = FrozenClock(NOW + timedelta(minutes=7))  # 08:07
+    sync = SyncEngine(engine, make_settings(database_url), clock=clock)
+    assert tick(sync) == 1  # a new connector syncs first, then on its schedule
+    assert next_run_at(engine, connector_id) == datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+    clock.now = datetime(2026, 6, 1, 9, 59, 59, tzinfo=UTC)
+    assert tick(sync) == 0
+    clock.now = datetime(2026, 6, 1, 10, 0, 1, tzinfo=UTC)
+    assert tick(sync) == 1
+    assert next_run_at(engine, connector_id) == datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_given_a_paused_connector_when_the_scheduler_ticks_then_nothing_runs_until_unpaused(
+    engine: Engine, database_url: str
+) -> None:
+    connector_id = make_demo_connector(engine)
+    with Session(engine) as session:
+        row = session.get(Connector, connector_id)
+        assert row is not None
+        row.paused = True
+        replan(session, row, NOW)
+        session.commit()
+    assert next_run_at(engine, connector_id) is None
+    sync = SyncEngine(engine, make_settings(database_url), clock=FrozenClock(NOW))
+    assert tick(sync) == 0
+    with Session(engine) as session:
+        row = session.get(Connector, connector_id)
+        assert row is not None
+        row.paused = False
+        replan(session, row, NOW)
+        session.commit()
+    assert tick(sync) == 1

@@ -28,7 +28,7 @@ from service.sync.models import Connector
 from tests.conftest import bearer, issue_token, make_settings
 from tests.connectors.harness import SourceHarness
 from tests.connectors.hubspot.harness import GOOD_TOKEN, HubSpotHarness
-from tests.factories import API, CREATED_AT, assert_problem, make_workspace, ok
+from tests.factories import API, CREATED_AT, assert_problem, make_workspace, ok, sync_over_api
 from tests.fakes.hubspot import Fault, on_path
 from tests.harnesses import open_harness
 
@@ -141,7 +141,7 @@ def test_given_connectors_created_over_the_api_when_the_database_is_read_then_no
         make_workspace(client)
         created = ok(client.post(f"{API}/connectors", json=body_for(good, vendor)), 201)
         assert created["secrets_set"] == sorted(secret_store.plain(good.secrets))
-        run = ok(client.post(f"{API}/connectors/{created['id']}/sync"))
+        run = ok(sync_over_api(client, created["id"]))
         assert run["status"] == "succeeded", run
         assert run["inserted"] > 0
         shown = client.get(f"{API}/connectors/{created['id']}").text
@@ -173,9 +173,7 @@ def test_given_legacy_plain_rows_when_upgraded_then_they_are_encrypted_and_still
     assert secret_store.is_sealed(stored_secrets(engine, connector_id))
     assert GOOD_TOKEN.encode() not in stored_bytes(database_url, engine)
     with serve(engine, database_url, hubspot) as client:
-        run = ok(
-            client.post(f"{API}/connectors/{connector_id}/sync", headers={"X-Workspace": "legacy"})
-        )
+        run = ok(sync_over_api(client, connector_id, {"X-Workspace": "legacy"}))
     assert run["status"] == "succeeded", run
 
 
@@ -199,7 +197,7 @@ def test_given_wrong_credentials_when_the_sync_fails_then_no_secret_is_logged_or
     with serve(engine, database_url, vendor) as client:
         make_workspace(client)
         created = ok(client.post(f"{API}/connectors", json=body_for(bad, vendor)), 201)
-        run = client.post(f"{API}/connectors/{created['id']}/sync")
+        run = sync_over_api(client, created["id"])
         check = client.post(f"{API}/connectors/{created['id']}/check")
         runs = client.get(f"{API}/connectors/{created['id']}/runs")
     assert run.json()["status"] == "failed", run.text
@@ -222,7 +220,7 @@ def test_given_a_vendor_500_echoing_the_token_when_syncing_then_it_is_neither_lo
         created = ok(
             client.post(f"{API}/connectors", json=body_for(hubspot.connector(), hubspot)), 201
         )
-        run = client.post(f"{API}/connectors/{created['id']}/sync")
+        run = sync_over_api(client, created["id"])
     assert run.json()["status"] == "failed", run.text
     with Session(engine) as session:
         stored = session.execute(text("SELECT error_message FROM sync_run")).scalars().all()
@@ -261,7 +259,7 @@ def test_given_rows_under_key_a_when_rotated_to_b_then_b_alone_decrypts_them(
         with pytest.raises(secret_store.UnreadableSecretsError):
             secret_store.unseal(stored, only_a)
     with serve(engine, database_url, hubspot, keys=KEY_B) as client:
-        run = ok(client.post(f"{API}/connectors/{created['id']}/sync"))
+        run = ok(sync_over_api(client, created["id"]))
     assert run["status"] == "succeeded", run
 
 
@@ -307,7 +305,7 @@ def test_given_secrets_no_key_decrypts_then_the_connector_lists_and_its_sync_fai
         listed = ok(client.get(f"{API}/connectors"))["items"]
         assert [c["secrets_set"] for c in listed] == [["access_token"]]
         assert ok(client.get(path))["secrets_set"] == ["access_token"]
-        run = ok(client.post(f"{path}/sync"))
+        run = ok(sync_over_api(client, created["id"]))
         assert run["status"] == "failed"
         assert run["error_class"] == "config"
         assert "OKR_SECRET_KEYS" in run["error_message"]
@@ -322,7 +320,7 @@ def test_given_secrets_no_key_decrypts_then_the_connector_lists_and_its_sync_fai
             path, json={"enabled": True, "secrets": {"access_token": GOOD_TOKEN}}
         )
         ok(repaired)
-        assert ok(client.post(f"{path}/sync"))["status"] == "succeeded"
+        assert ok(sync_over_api(client, created["id"]))["status"] == "succeeded"
 
 
 # ---------------------------------------------------------------------------- keys
