@@ -581,10 +581,14 @@ class SyncEngine:
             state.updated_at = self.clock()
             session.commit()
 
-            due = state.reconciled_at is None or (now - state.reconciled_at) >= timedelta(
-                seconds=self.settings.sync_reconcile_seconds
+            # Per connector: vendors that miss some deletes (never report them, or forget
+            # them after a while) are reconciled; the config may set the interval or opt out.
+            interval = vendor.reconcile_interval_seconds(self.settings.sync_reconcile_seconds)
+            due = interval is not None and (
+                state.reconciled_at is None
+                or (now - state.reconciled_at) >= timedelta(seconds=interval)
             )
-            if not vendor.reports_deletes and due:
+            if due:
                 report.counts.add(self._reconcile(session, row, vendor, kind, now))
                 state.reconciled_at = now
                 session.commit()
