@@ -588,7 +588,12 @@ class SyncEngine:
                 state.reconciled_at is None
                 or (now - state.reconciled_at) >= timedelta(seconds=interval)
             )
-            if due:
+            if due and window.start == BEGINNING and not report.resumed:
+                # This run read everything from the beginning (a first sync) and nothing
+                # stored predates it: a reconciliation's full read would find nothing.
+                state.reconciled_at = now
+                session.commit()
+            elif due:
                 report.counts.add(self._reconcile(session, row, vendor, kind, now))
                 state.reconciled_at = now
                 session.commit()
