@@ -33,7 +33,7 @@ from sqlalchemy import Engine, Table, and_, func, or_, select, text, update
 from sqlmodel import Session
 
 from connectors.base import Record, RecordKind, Runtime, Window
-from connectors.errors import ConnectorError, QuotaExceededError
+from connectors.errors import ConnectorError, QuotaExceededError, RequestBudgetExceededError
 from connectors.retry import RetryPolicy
 from service import observability
 from service.clock import Clock, in_utc, utc_now
@@ -96,6 +96,8 @@ class KindReport:
     window_end: str | None = None
     pages: int = 0
     resumed: bool = False
+    #: Why this run's id reconciliation did not finish (None: finished, or not due).
+    reconcile_incomplete: str | None = None
 
 
 def amount_e4(amount: Decimal | None) -> int | None:
@@ -489,6 +491,11 @@ class SyncEngine:
                     "window_end": r.window_end,
                     "resumed": r.resumed,
                 }
+                | (
+                    {"reconcile_incomplete": r.reconcile_incomplete}
+                    if r.reconcile_incomplete
+                    else {}
+                )
                 for kind, r in reports.items()
             }
         }
@@ -588,13 +595,21 @@ class SyncEngine:
                 state.reconciled_at is None
                 or (now - state.reconciled_at) >= timedelta(seconds=interval)
             )
-            if due and window.start == BEGINNING and not report.resumed:
-                # This run read everything from the beginning (a first sync) and nothing
-                # stored predates it: a reconciliation's full read would find nothing.
+            if due and window.start == BEGINNING:
+                # This window was read from the beginning (a first sync, maybe over several
+                # runs): a reconciliation's full read would find nothing more.
                 state.reconciled_at = now
                 session.commit()
             elif due:
-                report.counts.add(self._reconcile(session, row, vendor, kind, now))
+                try:
+                    report.counts.add(self._reconcile(session, row, vendor, kind, now))
+                except RequestBudgetExceededError as exc:
+                    # A full listing does not fit in what is left of the run's budget. The
+                    # window's records are committed; the listing waits for the next interval
+                    # rather than spending every run's budget, and the run says so.
+                    session.rollback()
+                    report.reconcile_incomplete = exc.message
+                    log.warning("reconciliation of connector %s %s: %s", row.id, kind, exc)
                 state.reconciled_at = now
                 session.commit()
 

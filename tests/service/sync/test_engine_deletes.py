@@ -80,12 +80,13 @@ def sync_engine(
     *,
     reconcile_seconds: int = 86400,
     after_commit: Callable[[str, int], None] | None = None,
+    budget: int | None = None,
 ) -> SyncEngine:
     """The engine with `now` as its clock and `vendor`'s TLS/host settings."""
 
     def runtime(_row: Connector) -> Runtime:
         return Runtime(
-            retry=RetryPolicy(max_attempts=2, sleep=lambda _s: None),
+            retry=RetryPolicy(max_attempts=2, sleep=lambda _s: None, request_budget=budget),
             timeout_seconds=5,
             ca_bundle=vendor.runtime.ca_bundle,
             clock=now,
@@ -244,6 +245,29 @@ def test_given_bulk_initial_sync_crashing_after_a_slice_when_rerun_then_resumes_
     assert rerun.details is not None
     assert rerun.details["kinds"]["lead"]["resumed"] is True
     assert live_ids(engine, connector_id, RecordKind.lead) == sf.fake.live_ids("Lead")
+
+
+def test_given_a_budget_too_small_for_a_full_listing_then_the_sync_succeeds_and_says_so(
+    engine: Engine, database_url: str, sf: SalesforceHarness
+) -> None:
+    ids = sf.fake.seed("Lead", 5)
+    vendor = sf.connector()
+    _ws, connector_id = add_connector(engine, vendor, ["lead"])
+    # 4 requests: login, COUNT(), the query and the delete log of a first sync; an
+    # incremental run needs 3, leaving 1 for a listing that needs 3 more.
+    sync = sync_engine(engine, database_url, vendor, sf.now, reconcile_seconds=0, budget=4)
+    first = succeeded(sync.run(connector_id))
+    assert first.requests == 4
+    sf.fake.tick(60)
+    sf.fake.purge("Lead", ids[0], logged=False)
+    sf.fake.tick(60)
+
+    run = succeeded(sync.run(connector_id))
+
+    assert run.details is not None
+    assert "request budget of 4" in run.details["kinds"]["lead"]["reconcile_incomplete"]
+    # Not found this time: the listing did not finish (the run's details say why).
+    assert ids[0] in live_ids(engine, connector_id, RecordKind.lead)
 
 
 # ----------------------------------------------------------------------------- Delighted
