@@ -437,10 +437,11 @@ def main() -> None:
     small = Fake(quarter)
     try:
         print(f"end to end into SQLite with {quarter} leads (memory flatness)...", flush=True)
-        results["e2e_rest_sqlite_quarter"] = in_subprocess(
-            "_e2e", json.dumps(small.info), f"sqlite:///{tmp / 'quarter.db'}", "no", "rest"
-        )
-        print(results["e2e_rest_sqlite_quarter"], flush=True)
+        for path in ("rest", "bulk"):
+            results[f"e2e_{path}_sqlite_quarter"] = in_subprocess(
+                "_e2e", json.dumps(small.info), f"sqlite:///{tmp / f'q-{path}.db'}", "no", path
+            )
+            print(results[f"e2e_{path}_sqlite_quarter"], flush=True)
     finally:
         small.close()
     for path in ("rest", "bulk"):
