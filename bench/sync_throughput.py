@@ -3,10 +3,13 @@
 Measures, in one run:
   * full sync of N leads (default 200,000) end to end — the real SalesforceConnector
     (simple-salesforce over HTTPS on loopback), the sync engine, the `record` table — into
-    SQLite and into PostgreSQL: records/s and peak RSS;
+    SQLite and into PostgreSQL over REST (query/queryMore), and into SQLite over Bulk API 2.0
+    (the default initial path above 50,000 records): records/s and peak RSS;
   * an incremental sync after 1% of the leads changed;
-  * the ceiling: the same REST pages read by simple-salesforce alone and upserted with a
-    bare sqlite3 `executemany`;
+  * the ceilings, one per path: the same requests the connector makes for the records
+    (the same SOQL with the same window, the same simple-salesforce settings, the same
+    batch size or Bulk page size), read alone and upserted with a bare sqlite3
+    `executemany`, raw fields serialised with orjson like the sync;
   * peak RSS of the end-to-end SQLite sync at N/4 and N leads (flat = pages are streamed).
 
 The fake org runs in its own process so that its memory is not counted; each scenario runs
@@ -112,7 +115,24 @@ class Fake:
 # --------------------------------------------------------------------------- scenarios
 
 
-def scenario_e2e(info: dict[str, Any], database_url: str, touch_after: bool) -> dict[str, Any]:
+#: Bulk job polls: the fake completes a job after one poll, so the connector's default first
+#: delay (2 s) would only measure sleeping; both Bulk scenarios poll every 0.2 s.
+BULK_POLL_SECONDS = 0.2
+
+
+def connector_config(info: dict[str, Any], bulk: bool) -> dict[str, Any]:
+    """The connector's config in the benchmark: REST (query/queryMore, 2,000 per batch) or
+    Bulk API 2.0 for the initial sync (`bulk_threshold` 1)."""
+    return {
+        "login_url": info["base_url"],
+        "bulk_threshold": 1 if bulk else None,
+        "bulk_poll_seconds": BULK_POLL_SECONDS,
+    }
+
+
+def scenario_e2e(
+    info: dict[str, Any], database_url: str, touch_after: bool, bulk: bool = False
+) -> dict[str, Any]:
     """Subprocess: full sync (and, optionally, then an incremental one) through the engine."""
     import httpx
     from sqlmodel import Session
@@ -136,8 +156,7 @@ def scenario_e2e(info: dict[str, Any], database_url: str, touch_after: bool) -> 
             workspace_id=ws.id,
             name="sf",
             type="salesforce",
-            # REST query/queryMore, 2,000 per batch, as the ceiling reads it.
-            config={"login_url": info["base_url"], "bulk_threshold": None},
+            config=connector_config(info, bulk),
             secrets={k: info[k] for k in ("client_id", "client_secret", "username", "password")}
             | {"security_token": info["security_token"]},
             kinds=["lead"],
@@ -200,12 +219,21 @@ def scenario_e2e(info: dict[str, Any], database_url: str, touch_after: bool) -> 
     return result
 
 
-def scenario_ceiling(info: dict[str, Any], sqlite_path: str) -> dict[str, Any]:
-    """Subprocess: simple-salesforce alone + bare sqlite3 executemany upserts, same pages."""
+def scenario_ceiling(info: dict[str, Any], sqlite_path: str, bulk: bool) -> dict[str, Any]:
+    """Subprocess: the connector's record requests alone (same SOQL and window, same
+    simple-salesforce settings, same page sizes) + bare sqlite3 `executemany` upserts, raw
+    fields serialised with orjson; no normalisation, no sync bookkeeping."""
+    import csv
+    import io
     import sqlite3
 
+    import orjson
     import requests
     from simple_salesforce import Salesforce
+
+    from connectors.base import RecordKind, Runtime, Window
+    from connectors.salesforce.connector import SalesforceConfig, SalesforceConnector
+    from service.sync.engine import BEGINNING
 
     session = requests.Session()
     # REQUESTS_CA_BUNDLE in the environment would override `verify` otherwise.
@@ -221,13 +249,35 @@ def scenario_ceiling(info: dict[str, Any], sqlite_path: str) -> dict[str, Any]:
             "password": info["password"] + info["security_token"],
         },
     ).json()
+    config = SalesforceConfig(**connector_config(info, bulk))
+    # Exactly the connector's settings (SalesforceClient.login): plain dicts, not the
+    # OrderedDict hook, and the configured API version.
     sf = Salesforce(
-        instance_url=token["instance_url"], session_id=token["access_token"], session=session
+        instance_url=token["instance_url"],
+        session_id=token["access_token"],
+        session=session,
+        version=config.api_version,
+        object_pairs_hook=None,
     )
-    fields = (
-        "Id, CreatedDate, LastModifiedDate, SystemModstamp, IsDeleted, Status, LeadSource, "
-        "OwnerId, Email, FirstName, LastName, Company, Country, Industry, IsConverted"
+    # The query the connector sends for the engine's initial window [BEGINNING, now).
+    with requests.Session() as probe:
+        probe.trust_env = False
+        probe.verify = info["ca_bundle"]
+        now = datetime.fromisoformat(probe.get(info["base_url"] + "/__bench/now").json()["now"])
+    window = Window(BEGINNING, now + timedelta(seconds=1))
+    fields = SalesforceConnector.raw_fields(config, RecordKind.lead)
+    builder = SalesforceConnector(
+        config,
+        SalesforceConnector.secrets_model.model_validate(
+            {k: info[k] for k in ("client_id", "client_secret", "username", "password")}
+        ),
+        Runtime(),
     )
+    soql = builder._soql(  # noqa: SLF001 - the very query the connector sends
+        RecordKind.lead, window, None, select=", ".join(fields), ordered=not bulk
+    )
+    builder.close()
+
     conn = sqlite3.connect(sqlite_path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -241,10 +291,8 @@ def scenario_ceiling(info: dict[str, Any], sqlite_path: str) -> dict[str, Any]:
         "status=excluded.status, source=excluded.source, owner=excluded.owner, "
         "email=excluded.email, raw=excluded.raw WHERE lead.modified <= excluded.modified"
     )
-    t0 = time.perf_counter()
-    page = sf.query(f"SELECT {fields} FROM Lead ORDER BY SystemModstamp, Id")
-    total = 0
-    while True:
+
+    def store(records: list[dict[str, Any]]) -> int:
         rows = [
             (
                 r["Id"],
@@ -255,16 +303,53 @@ def scenario_ceiling(info: dict[str, Any], sqlite_path: str) -> dict[str, Any]:
                 r["LeadSource"],
                 r["OwnerId"],
                 r["Email"],
-                json.dumps({k: v for k, v in r.items() if k != "attributes"}),
+                orjson.dumps({k: v for k, v in r.items() if k != "attributes"}).decode(),
             )
-            for r in page["records"]
+            for r in records
         ]
         conn.executemany(sql, rows)
         conn.commit()
-        total += len(rows)
-        if page["done"]:
-            break
-        page = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True)
+        return len(rows)
+
+    t0 = time.perf_counter()
+    total = 0
+    if not bulk:
+        batch = {"Sforce-Query-Options": f"batchSize={config.page_size}"}
+        page = sf.query(soql, include_deleted=True, headers=batch)
+        while True:
+            total += store(page["records"])
+            if page["done"]:
+                break
+            page = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True, headers=batch)
+    else:
+        job = sf.restful(
+            "jobs/query",
+            method="POST",
+            json={
+                "operation": "queryAll",
+                "query": soql,
+                "contentType": "CSV",
+                "columnDelimiter": "COMMA",
+                "lineEnding": "LF",
+            },
+        )
+        while sf.restful(f"jobs/query/{job['id']}")["state"] != "JobComplete":
+            time.sleep(BULK_POLL_SECONDS)
+        locator: str | None = None
+        headers = {"Authorization": f"Bearer {token['access_token']}", "Accept": "text/csv"}
+        while True:
+            params: dict[str, Any] = {"maxRecords": config.bulk_page_size}
+            if locator:
+                params["locator"] = locator
+            response = session.get(
+                f"{sf.base_url}jobs/query/{job['id']}/results", headers=headers, params=params
+            )
+            reader = csv.reader(io.StringIO(response.content.decode("utf-8"), newline=""))
+            header = next(reader)
+            total += store([dict(zip(header, row, strict=True)) for row in reader])
+            locator = response.headers.get("Sforce-Locator")
+            if not locator or locator == "null":
+                break
     seconds = time.perf_counter() - t0
     return {
         "fetched": total,
@@ -311,6 +396,7 @@ def main() -> None:
     parser.add_argument(
         "--pg", default=os.environ.get("OKR_BENCH_PG", "postgresql://root@127.0.0.1:5432/postgres")
     )
+    parser.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL run")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "sync_throughput.json"))
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="okr-bench-"))
@@ -324,31 +410,46 @@ def main() -> None:
     fake = Fake(args.leads)
     try:
         info = json.dumps(fake.info)
-        print("ceiling (simple-salesforce + bare executemany into SQLite)...", flush=True)
-        results["ceiling_sqlite"] = in_subprocess("_ceiling", info, str(tmp / "ceiling.db"))
-        print(results["ceiling_sqlite"], flush=True)
-        print("end to end into SQLite...", flush=True)
-        results["e2e_sqlite"] = in_subprocess("_e2e", info, f"sqlite:///{tmp / 'e2e.db'}", "touch")
-        print(results["e2e_sqlite"], flush=True)
-        print("end to end into PostgreSQL...", flush=True)
-        pg = fresh_pg(args.pg, "okr_bench_sync")
-        results["e2e_postgresql"] = in_subprocess("_e2e", info, pg, "touch")
-        print(results["e2e_postgresql"], flush=True)
+        for path in ("rest", "bulk"):
+            print(f"ceiling, {path} (connector's requests + bare executemany, SQLite)...")
+            results[f"ceiling_{path}_sqlite"] = in_subprocess(
+                "_ceiling", info, str(tmp / f"ceiling-{path}.db"), path
+            )
+            print(results[f"ceiling_{path}_sqlite"], flush=True)
+        print("end to end into SQLite, REST...", flush=True)
+        results["e2e_rest_sqlite"] = in_subprocess(
+            "_e2e", info, f"sqlite:///{tmp / 'e2e.db'}", "touch", "rest"
+        )
+        print(results["e2e_rest_sqlite"], flush=True)
+        print("end to end into SQLite, Bulk API 2.0...", flush=True)
+        results["e2e_bulk_sqlite"] = in_subprocess(
+            "_e2e", info, f"sqlite:///{tmp / 'e2e-bulk.db'}", "no", "bulk"
+        )
+        print(results["e2e_bulk_sqlite"], flush=True)
+        if not args.no_pg:
+            print("end to end into PostgreSQL, REST...", flush=True)
+            pg = fresh_pg(args.pg, "okr_bench_sync")
+            results["e2e_rest_postgresql"] = in_subprocess("_e2e", info, pg, "touch", "rest")
+            print(results["e2e_rest_postgresql"], flush=True)
     finally:
         fake.close()
     quarter = max(1000, args.leads // 4)
     small = Fake(quarter)
     try:
         print(f"end to end into SQLite with {quarter} leads (memory flatness)...", flush=True)
-        results["e2e_sqlite_quarter"] = in_subprocess(
-            "_e2e", json.dumps(small.info), f"sqlite:///{tmp / 'quarter.db'}", "no"
-        )
-        print(results["e2e_sqlite_quarter"], flush=True)
+        for path in ("rest", "bulk"):
+            results[f"e2e_{path}_sqlite_quarter"] = in_subprocess(
+                "_e2e", json.dumps(small.info), f"sqlite:///{tmp / f'q-{path}.db'}", "no", path
+            )
+            print(results[f"e2e_{path}_sqlite_quarter"], flush=True)
     finally:
         small.close()
-    results["e2e_over_ceiling_sqlite"] = round(
-        results["e2e_sqlite"]["records_per_s"] / results["ceiling_sqlite"]["records_per_s"], 3
-    )
+    for path in ("rest", "bulk"):
+        results[f"e2e_over_ceiling_{path}_sqlite"] = round(
+            results[f"e2e_{path}_sqlite"]["records_per_s"]
+            / results[f"ceiling_{path}_sqlite"]["records_per_s"],
+            3,
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
@@ -358,10 +459,10 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_fake":
         serve_fake(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_e2e":
-        print(
-            json.dumps(scenario_e2e(json.loads(sys.argv[2]), sys.argv[3], sys.argv[4] == "touch"))
-        )
+        info_arg, url, touch, path = sys.argv[2:6]
+        print(json.dumps(scenario_e2e(json.loads(info_arg), url, touch == "touch", path == "bulk")))
     elif len(sys.argv) > 1 and sys.argv[1] == "_ceiling":
-        print(json.dumps(scenario_ceiling(json.loads(sys.argv[2]), sys.argv[3])))
+        info_arg, sqlite_path, path = sys.argv[2:5]
+        print(json.dumps(scenario_ceiling(json.loads(info_arg), sqlite_path, path == "bulk")))
     else:
         main()

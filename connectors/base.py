@@ -209,6 +209,12 @@ class ConnectorConfig(BaseModel):
     #: Most vendor requests one sync run may make (None: the service's default). Keeps a
     #: sync to a small share of a daily quota such as Salesforce's DailyApiRequests.
     request_budget: int | None = Field(default=None, ge=1)
+    #: Reconcile stored ids against a full listing now and then, for connectors whose
+    #: vendor misses some deletes (`Connector.reconcile_ids`); False turns it off here.
+    reconcile: bool = True
+    #: Seconds between two reconciliations of this connector (None: the service's
+    #: `OKR_SYNC_RECONCILE_SECONDS`; 0: every run).
+    reconcile_interval_seconds: int | None = Field(default=None, ge=0)
 
 
 class ConnectorSecrets(BaseModel):
@@ -229,6 +235,9 @@ class Connector(ABC):
     #: False when the vendor never reports deletes (they just vanish from listings): the
     #: sync service then reconciles ids against a full listing now and then.
     reports_deletes: ClassVar[bool] = True
+    #: True when ids are reconciled now and then although the vendor reports deletes, because
+    #: it reports them only for a while (Salesforce's delete log reaches back 15 days).
+    reconcile_ids: ClassVar[bool] = False
     #: Raw vendor fields always read, per kind, with their types.
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {}
     #: Config fields holding a URL, each with the vendor hosts it may name (exact names or
@@ -268,6 +277,15 @@ class Connector(ABC):
             url = getattr(config, name, None)
             if url is not None:
                 runtime.host_policy(vendor_hosts).validate(str(url), field=name)
+
+    def reconcile_interval_seconds(self, default_seconds: int) -> int | None:
+        """Seconds between two id reconciliations of this connector; None: never."""
+        if self.reports_deletes and not self.reconcile_ids:
+            return None
+        if not self.config.reconcile:
+            return None
+        seconds = self.config.reconcile_interval_seconds
+        return default_seconds if seconds is None else seconds
 
     def ensure_kind(self, kind: RecordKind) -> None:
         """Raise ConfigError when this connector does not read `kind`."""

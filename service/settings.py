@@ -47,8 +47,9 @@ class Settings(BaseSettings):
     scheduler_tick_seconds: float = Field(default=5.0, gt=0)
     #: Re-read this far behind the last checkpoint, so late or equal timestamps are not missed.
     sync_overlap_seconds: int = Field(default=300, ge=0)
-    #: For vendors that never report deletes: how often ids are reconciled against a full
-    #: listing (deleted records are those no longer listed).
+    #: For vendors that miss some deletes: how often ids are reconciled against a full
+    #: listing (deleted records are those no longer listed), unless a connector's config
+    #: sets its own `reconcile_interval_seconds`.
     sync_reconcile_seconds: int = Field(default=86400, ge=0)
     #: A running sync renews its connector's lease every third of this; a lease not
     #: renewed for this long (a worker killed, or cut off from the database) is taken over

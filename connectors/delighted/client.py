@@ -74,20 +74,30 @@ class DelightedClient:
         )
 
     def list_survey_responses(
-        self, *, updated_since: int, updated_until: int, page: int, per_page: int
+        self,
+        *,
+        updated_since: int,
+        updated_until: int,
+        page: int,
+        per_page: int,
+        by_creation: bool = False,
     ) -> list[Any]:
-        """One page of `GET /survey_responses.json`, oldest `updated_at` first, person expanded.
+        """One page of `GET /survey_responses.json`, person expanded: oldest `updated_at`
+        first within `updated_since..updated_until`, or with `by_creation` oldest first by
+        creation within `since..until` (the same bounds, applied to `created_at`).
 
         Both bounds are unix seconds and inclusive on Delighted's side.
         """
-        params: _Params = [
-            ("updated_since", updated_since),
-            ("updated_until", updated_until),
-            ("order", "asc:updated_at"),
-            ("per_page", per_page),
-            ("page", page),
-            ("expand[]", "person"),
-        ]
+        params: _Params = (
+            [("since", updated_since), ("until", updated_until), ("order", "asc")]
+            if by_creation
+            else [
+                ("updated_since", updated_since),
+                ("updated_until", updated_until),
+                ("order", "asc:updated_at"),
+            ]
+        )
+        params += [("per_page", per_page), ("page", page), ("expand[]", "person")]
         body = self._get_json("/survey_responses.json", params)
         if not isinstance(body, list):
             raise SourceDataError(

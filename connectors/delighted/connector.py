@@ -14,6 +14,9 @@ Reading strategy (see BEHAVIOR.md for the sources):
   page-number pagination loses rows when data changes during a run.
 * The checkpoint is `{"updated_since": <second>}`: resuming re-reads that one second
   (duplicates are deduplicated by id downstream), never skips anything.
+* A second pass reads the window by creation time (`since` / `until`, `order=asc`) and
+  keeps the responses never edited (`updated_at` null), whether or not `updated_since`
+  listed them; its checkpoint is `{"created_since": <second>}`.
 """
 
 from __future__ import annotations
@@ -122,62 +125,95 @@ class DelightedConnector(Connector):
     def read(
         self, kind: RecordKind, window: Window, resume: Mapping[str, Any] | None = None
     ) -> Iterator[Page]:
-        """Yield survey responses whose `updated_at` is in `window` (see module docstring)."""
+        """Yield survey responses modified in `window` (see module docstring): those edited
+        by `updated_at`, then those never edited (`updated_at` null) by `created_at`."""
         self.ensure_kind(kind)
         if window.start == window.end:
             return
         low = math.floor(window.start.timestamp())
         high = math.ceil(window.end.timestamp())
-        since = low if resume is None else min(max(low, _resume_second(resume)), high)
+        if resume is not None and "created_since" in resume:
+            yield from self._walk(window, low, high, _resume_second(resume, "created_since"), True)
+            return
+        since = low if resume is None else _resume_second(resume, "updated_since")
+        yield from self._walk(window, low, high, since, False)
+        # Whether `updated_since` lists never-edited answers is undocumented: a second pass
+        # by creation time reads them either way (BEHAVIOR.md, "Never-edited responses").
+        yield from self._walk(window, low, high, low, True)
+
+    def _walk(
+        self, window: Window, low: int, high: int, start: int, by_creation: bool
+    ) -> Iterator[Page]:
+        """One keyset pass over `[low, high]` from the second `start`: by `updated_at`, or
+        with `by_creation` by `created_at`, keeping only never-edited responses."""
+        since = min(max(low, start), high)
         per_page = min(self.runtime.page_size or self._config.per_page, MAX_PER_PAGE)
         client = self._http()
+        key = "created_since" if by_creation else "updated_since"
+        stamp_of = _created_second if by_creation else _second
 
         page_number = 1
-        # Ids already yielded whose updated_at is the current `since` second.
+        # Ids already yielded whose stamp is the current `since` second.
         seen_at_since: set[str] = set()
         previous_ids: list[str] | None = None
         while True:
 
             def fetch(since: int = since, page_number: int = page_number) -> list[Any]:
                 return client.list_survey_responses(
-                    updated_since=since, updated_until=high, page=page_number, per_page=per_page
+                    updated_since=since,
+                    updated_until=high,
+                    page=page_number,
+                    per_page=per_page,
+                    by_creation=by_creation,
                 )
 
             items = self.runtime.retry.call(fetch)
             if not items:
                 return
             parsed = [_to_record(item) for item in items]
-            stamps = [_second(r) for r in parsed]
             ids = [r.source_id for r in parsed]
+            # Never-edited responses belong to the creation pass. In the `updated_at` pass
+            # they are skipped and neither order nor keyset rely on where the API put them.
+            keyed = [
+                (r, stamp_of(r))
+                for r in parsed
+                if by_creation or r.raw.get("updated_at") is not None
+            ]
+            stamps = [stamp for _r, stamp in keyed]
+            what = "since" if by_creation else "updated_since"
             if previous_ids is not None and ids == previous_ids:
                 # The same page twice for consecutive page numbers: the API is not paging.
                 # Stopping silently could drop the rest of this second, so fail loudly.
                 raise SourceDataError(
-                    f"Delighted returned the same page twice (updated_since={since}, "
+                    f"Delighted returned the same page twice ({what}={since}, "
                     f"page={page_number}); refusing to loop"
                 )
-            if stamps != sorted(stamps) or stamps[0] < since or stamps[-1] > high:
+            if stamps and (stamps != sorted(stamps) or stamps[0] < since or stamps[-1] > high):
                 # The keyset relies on this order; without it responses could be skipped.
                 raise SourceDataError(
-                    "Delighted survey responses are not in updated_at order within "
-                    f"[{since}, {high}] (updated_since={since}, page={page_number})"
+                    "Delighted survey responses are not in "
+                    f"{'created_at' if by_creation else 'updated_at'} order within "
+                    f"[{since}, {high}] ({what}={since}, page={page_number})"
                 )
             fresh = [
                 r
-                for r, stamp in zip(parsed, stamps, strict=True)
-                if not (stamp == since and r.source_id in seen_at_since) and r.modified_at in window
+                for r, stamp in keyed
+                if not (stamp == since and r.source_id in seen_at_since)
+                and r.modified_at in window
+                and not (by_creation and r.raw.get("updated_at") is not None)
             ]
-            last = stamps[-1]
+            last = stamps[-1] if stamps else since
             if last > since:
                 # Everything before `last` is read; restart the keyset at `last`.
                 since, page_number, previous_ids = last, 1, None
-                seen_at_since = {i for i, s in zip(ids, stamps, strict=True) if s == last}
+                seen_at_since = {r.source_id for r, stamp in keyed if stamp == last}
             else:
-                # A whole page within one second: walk that second by page number.
-                seen_at_since.update(ids)
+                # A whole page within one second (or of never-edited responses only):
+                # walk on by page number.
+                seen_at_since.update(r.source_id for r, _stamp in keyed)
                 page_number += 1
                 previous_ids = ids
-            yield Page(records=fresh, checkpoint={"updated_since": since})
+            yield Page(records=fresh, checkpoint={key: since})
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -197,15 +233,22 @@ class DelightedConnector(Connector):
         return self._client
 
 
-def _resume_second(resume: Mapping[str, Any]) -> int:
-    value = resume.get("updated_since")
+def _resume_second(resume: Mapping[str, Any], key: str) -> int:
+    value = resume.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError("Delighted resume checkpoint must be {'updated_since': <unix seconds>}")
+        raise ConfigError(
+            "Delighted resume checkpoint must be {'updated_since': <unix seconds>} "
+            "or {'created_since': <unix seconds>}"
+        )
     return value
 
 
 def _second(record: Record) -> int:
     return int(record.modified_at.timestamp())
+
+
+def _created_second(record: Record) -> int:
+    return int(record.created_at.timestamp())
 
 
 def _unix(value: Any, field: str, response_id: str) -> datetime:

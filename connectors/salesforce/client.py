@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ from simple_salesforce.util import call_salesforce
 from connectors.errors import (
     AuthError,
     ConfigError,
+    ConnectorError,
     QuotaExceededError,
     RateLimitedError,
     RetriableError,
@@ -45,6 +47,8 @@ _API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
 #: Bulk API 2.0 job ids are record ids (15 or 18 alphanumerics); anything else in a URL
 #: path we build is refused rather than followed.
 _JOB_ID = re.compile(r"^[A-Za-z0-9]{15,18}$")
+#: sObject API names (the object name goes into a URL path).
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _REDACTED = "[redacted]"
 #: Secrets shorter than this are not searched for in messages: redacting "a" would shred
 #: every message, and such a value cannot be a real Salesforce secret anyway.
@@ -117,6 +121,36 @@ class QueryLocatorExpiredError(SourceDataError):
     user could hold 10 (Salesforce App Limits, "API Query Cursor Limits"). Retrying the dead
     cursor cannot help, so the connector restarts the query from its keyset position.
     """
+
+
+class QueryTimeoutError(ConnectorError):
+    """`QUERY_TIMEOUT` (HTTP 400): the query ran longer than Salesforce allows.
+
+    Retrying the same query cannot help; the connector narrows the `SystemModstamp` window
+    (halves, down to a minimum) and raises this error, with that explanation, only when
+    even the narrowest window times out.
+    """
+
+    error_class = "source_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedRecord:
+    """One entry of the delete log (`sObject Get Deleted`)."""
+
+    record_id: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedRecords:
+    """The answer of `GET /sobjects/{type}/deleted/?start=&end=`."""
+
+    records: list[DeletedRecord]
+    #: Oldest moment the delete log still covers; None when Salesforce does not say.
+    earliest_date_available: datetime | None
+    #: Last moment the answer is complete up to; None when Salesforce does not say.
+    latest_date_covered: datetime | None
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -370,6 +404,34 @@ class SalesforceClient:
             raise SourceDataError("Salesforce /limits answer is not a JSON object")
         return dict(body)
 
+    def get_deleted(self, sobject: str, start: datetime, end: datetime) -> DeletedRecords:
+        """`GET /sobjects/{sobject}/deleted/?start=&end=`: ids deleted in `[start, end]`.
+
+        simple-salesforce's `SFType.deleted` builds the URL (times as ISO 8601 with offset);
+        Salesforce ignores the seconds of both bounds.
+        """
+        sf = self._require_session()
+        if not _API_NAME.match(sobject):
+            raise ConfigError(f"invalid Salesforce object name {sobject!r}")
+        sftype = getattr(sf, sobject)
+        body = self._send(lambda: sftype.deleted(start, end), "getDeleted")
+        if not isinstance(body, dict) or not isinstance(body.get("deletedRecords"), list):
+            raise SourceDataError("Salesforce getDeleted answer has no list of deletedRecords")
+        records = []
+        for entry in body["deletedRecords"]:
+            record_id = entry.get("id") if isinstance(entry, dict) else None
+            deleted = entry.get("deletedDate") if isinstance(entry, dict) else None
+            if not isinstance(record_id, str) or not record_id:
+                raise SourceDataError("Salesforce getDeleted entry has no id")
+            records.append(DeletedRecord(record_id, _sf_time(deleted, "deletedDate")))
+        earliest = body.get("earliestDateAvailable")
+        latest = body.get("latestDateCovered")
+        return DeletedRecords(
+            records,
+            _sf_time(earliest, "earliestDateAvailable") if earliest else None,
+            _sf_time(latest, "latestDateCovered") if latest else None,
+        )
+
     # ----------------------------------------------------------------------------- Bulk 2.0
 
     def bulk_create_query_job(self, soql: str, *, include_deleted: bool) -> str:
@@ -544,6 +606,8 @@ class SalesforceClient:
             return AuthError(f"{where}: {detail}")
         if status == 400 and code == "INVALID_QUERY_LOCATOR":
             return QueryLocatorExpiredError(f"{where}: {detail}")
+        if status == 400 and code == "QUERY_TIMEOUT":
+            return QueryTimeoutError(f"{where}: {detail}")
         if status in (400, 404):
             return ConfigError(f"{where}: {detail}")
         if status == 429:
@@ -551,6 +615,19 @@ class SalesforceClient:
         if status >= 500:
             return RetriableError(f"{where}: {detail}")
         return SourceDataError(f"{where}: {detail}")
+
+
+def _sf_time(value: Any, name: str) -> datetime:
+    """A Salesforce REST datetime (`2026-11-26T18:45:43.000+0000`) as an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise SourceDataError(f"Salesforce getDeleted answer: {name} is not a datetime")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise SourceDataError(f"Salesforce getDeleted answer: {name} is not a datetime") from None
+    if moment.tzinfo is None:
+        raise SourceDataError(f"Salesforce getDeleted answer: {name} has no offset")
+    return moment.astimezone(UTC)
 
 
 def _status_and_content(response: requests.Response) -> tuple[int, bytes]:

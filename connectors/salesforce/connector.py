@@ -36,6 +36,7 @@ from connectors.salesforce.client import (
     Credentials,
     QueryBatch,
     QueryLocatorExpiredError,
+    QueryTimeoutError,
     SalesforceClient,
     format_query,
 )
@@ -67,6 +68,10 @@ _SOQL_MAX = datetime(4000, 12, 31, tzinfo=UTC)
 #: no org holds a record stamped earlier.
 _INITIAL_SYNC_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_POLL_DELAY_SECONDS = 30.0
+#: How far back the delete log (`sObject Get Deleted`) is read: Salesforce returns "no more
+#: than 15 days previous to the day the call is executed"; one day less keeps the start
+#: inside that reach whatever the hour (REST API Developer Guide, "sObject Get Deleted").
+_DELETE_LOG_REACH = timedelta(days=14)
 
 _OBJECTS: Mapping[RecordKind, str] = {
     RecordKind.lead: "Lead",
@@ -138,6 +143,9 @@ class SalesforceConfig(ConnectorConfig):
     bulk_poll_seconds: float = Field(2.0, gt=0)
     #: Give up waiting for a Bulk job after this long (sleeping time only).
     bulk_timeout_seconds: float = Field(3600.0, gt=0)
+    #: A REST query answered `QUERY_TIMEOUT` is retried on halves of its `SystemModstamp`
+    #: window down to this width; a window this narrow that still times out fails the run.
+    query_timeout_min_window_seconds: int = Field(60, ge=1)
     #: REST batch size asked for (`Sforce-Query-Options: batchSize`, 200..2000).
     page_size: int = Field(2000, ge=200, le=2000)
     #: True when the org has multi-currency enabled (reads `CurrencyIsoCode`).
@@ -266,6 +274,9 @@ class SalesforceConnector(Connector):
         RecordKind.lead: LEAD_FIELDS,
         RecordKind.opportunity: OPPORTUNITY_FIELDS,
     }
+    # The delete log covers 15 days and can be purged earlier; records purged from the
+    # Recycle Bin before a sync saw them are only found by comparing ids (BEHAVIOR.md).
+    reconcile_ids: ClassVar[bool] = True
 
     def __init__(
         self, config: ConnectorConfig, secrets: ConnectorSecrets, runtime: Runtime | None = None
@@ -355,19 +366,45 @@ class SalesforceConnector(Connector):
     def read(
         self, kind: RecordKind, window: Window, resume: Mapping[str, Any] | None = None
     ) -> Iterator[Page]:
-        """Yield pages of `kind` records with `SystemModstamp` in `window`, oldest first.
+        """Yield pages of `kind` records with `SystemModstamp` in `window`, oldest first,
+        then the deletes the delete log holds for the window's last 14 days.
 
         REST pages carry a keyset checkpoint `{"after_ts", "after_id"}`; Bulk API pages (an
-        initial sync above `bulk_threshold`) are unordered and carry none.
+        initial sync above `bulk_threshold`, read in monthly slices of `SystemModstamp`)
+        carry `{"bulk_done_before"}`, the end of the last slice read completely.
         """
         self.ensure_kind(kind)
-        after = _parse_checkpoint(resume)
         fields = self.raw_fields(self._cfg, kind)
+        last: Mapping[str, Any] | None = resume
+        for page in self._read_modified(kind, window, fields, resume):
+            last = page.checkpoint
+            yield page
+        deleted = self._read_deleted(kind, window)
+        if deleted:
+            # The same checkpoint again: a resume re-reads the (idempotent) delete log.
+            yield Page(deleted, checkpoint=last)
+
+    def _read_modified(
+        self,
+        kind: RecordKind,
+        window: Window,
+        fields: Mapping[str, FieldType],
+        resume: Mapping[str, Any] | None,
+    ) -> Iterator[Page]:
+        bulk_done_before = _parse_bulk_checkpoint(resume)
+        if bulk_done_before is not None:
+            yield from self._read_bulk(kind, window, fields, bulk_done_before)
+            return
+        after = _parse_checkpoint(resume)
         threshold = self._cfg.bulk_threshold
         if after is None and threshold is not None and window.start < _INITIAL_SYNC_BEFORE:
             count_soql = self._soql(kind, window, None, select="COUNT()", ordered=False)
-            if self._call(partial(self._client.count, count_soql)) > threshold:
-                yield from self._read_bulk(kind, window, fields)
+            try:
+                large = self._call(partial(self._client.count, count_soql)) > threshold
+            except QueryTimeoutError:
+                large = True  # too many rows to count in time: certainly a Bulk job
+            if large:
+                yield from self._read_bulk(kind, window, fields, None)
                 return
         yield from self._read_rest(kind, window, fields, after)
 
@@ -382,10 +419,52 @@ class SalesforceConnector(Connector):
         fields: Mapping[str, FieldType],
         after: tuple[datetime, str] | None,
     ) -> Iterator[Page]:
+        """The window's records over REST; on `QUERY_TIMEOUT` the part not read yet is split
+        in halves (each tried whole first) down to `query_timeout_min_window_seconds`."""
+        minimum = timedelta(seconds=self._cfg.query_timeout_min_window_seconds)
+        position = after
+        # Sub-windows still to read, the next one last; bounds after the first are whole
+        # seconds, so consecutive sub-windows never share a record.
+        todo = [(window.start, window.end)]
+        while todo:
+            start, end = todo.pop()
+            try:
+                for page in self._read_rest_window(
+                    kind, window, Window(start, end), fields, position
+                ):
+                    position = _parse_checkpoint(page.checkpoint) or position
+                    yield page
+            except QueryTimeoutError as exc:
+                # Resume at the last record read, not at the sub-window's start.
+                if position is not None and position[0] > start:
+                    start = min(position[0].replace(microsecond=0), end)
+                if end - start <= minimum:
+                    raise QueryTimeoutError(
+                        f"Salesforce {_OBJECTS[kind]} query timed out (QUERY_TIMEOUT) even for "
+                        f"{(end - start).total_seconds():g} s of SystemModstamp "
+                        f"({start.isoformat()} to {end.isoformat()}), the narrowest window "
+                        "allowed (query_timeout_min_window_seconds): make the query selective "
+                        "(filters on indexed fields) or ask Salesforce support about the "
+                        f"object's query performance. Last answer: {exc.message}"
+                    ) from None
+                middle = start + (end - start) / 2
+                middle = max(middle.replace(microsecond=0), start + timedelta(seconds=1))
+                todo.append((middle, end))
+                todo.append((start, middle))
+
+    def _read_rest_window(
+        self,
+        kind: RecordKind,
+        window: Window,
+        part: Window,
+        fields: Mapping[str, FieldType],
+        after: tuple[datetime, str] | None,
+    ) -> Iterator[Page]:
+        """Records of `part` (a sub-window of `window`) after the keyset `after`."""
         batch_size = self._batch_size()
 
         def first_batch(position: tuple[datetime, str] | None) -> QueryBatch:
-            soql = self._soql(kind, window, position, select=", ".join(fields))
+            soql = self._soql(kind, part, position, select=", ".join(fields))
             return self._call(
                 partial(self._client.query, soql, include_deleted=True, batch_size=batch_size)
             )
@@ -399,7 +478,7 @@ class SalesforceConnector(Connector):
                 record = self._record(kind, *normaliser.from_rest(raw))
                 position = (record.modified_at, record.source_id)
                 # SOQL compares whole seconds; the window is exact.
-                if record.modified_at in window:
+                if record.modified_at in window and record.modified_at in part:
                     records.append(record)
             if batch.records:
                 yield Page(records, checkpoint=_checkpoint(position))
@@ -414,15 +493,69 @@ class SalesforceConnector(Connector):
                 batch = first_batch(position)
 
     def _read_bulk(
-        self, kind: RecordKind, window: Window, fields: Mapping[str, FieldType]
+        self,
+        kind: RecordKind,
+        window: Window,
+        fields: Mapping[str, FieldType],
+        done_before: datetime | None,
+    ) -> Iterator[Page]:
+        """The window over Bulk API 2.0, one query job per calendar month (UTC) of
+        `SystemModstamp`, so an interrupted initial sync resumes at its last whole slice.
+
+        The first slice runs from the window's start to the end of the oldest stamp's month,
+        the last from the newest stamp's month to the window's end (two one-row REST queries
+        find both), so empty decades cost nothing.
+        """
+        bounds = self._stamp_bounds(kind, window)
+        if bounds is None:
+            if done_before is not None:
+                return
+            # Nothing stamped in the window (everything purged since the count): one job.
+            yield from self._read_bulk_slice(kind, window, window, fields)
+            return
+        oldest, newest = bounds
+        start = window.start if done_before is None else max(window.start, done_before)
+        while start < window.end:
+            end = _next_month(max(start, oldest))
+            # The newest month's slice runs to the window's end: rows stamped while the
+            # sync runs land there, and no empty months up to a far window end are queried.
+            end = window.end if end > newest else min(end, window.end)
+            yield from self._read_bulk_slice(kind, window, Window(start, end), fields)
+            start = end
+
+    def _stamp_bounds(self, kind: RecordKind, window: Window) -> tuple[datetime, datetime] | None:
+        """Oldest and newest `SystemModstamp` in the window (two one-row REST queries)."""
+        bounds = []
+        for descending in (False, True):
+            soql = self._soql(
+                kind, window, None, select="SystemModstamp", limit=1, descending=descending
+            )
+            batch = self._call(
+                partial(self._client.query, soql, include_deleted=True, batch_size=200)
+            )
+            if not batch.records:
+                return None
+            try:
+                bounds.append(_parse_datetime(batch.records[0].get("SystemModstamp")))
+            except (TypeError, ValueError):
+                raise SourceDataError(
+                    f"Salesforce {_OBJECTS[kind]}: unreadable SystemModstamp bound"
+                ) from None
+        return bounds[0], bounds[1]
+
+    def _read_bulk_slice(
+        self, kind: RecordKind, window: Window, part: Window, fields: Mapping[str, FieldType]
     ) -> Iterator[Page]:
         # No ORDER BY: it disables Bulk API 2.0's PK chunking and invites query timeouts
         # (Bulk API 2.0 Developer Guide, "Understanding Bulk API 2.0 Query").
-        soql = self._soql(kind, window, None, select=", ".join(fields), ordered=False)
+        soql = self._soql(kind, part, None, select=", ".join(fields), ordered=False)
         job_id = self._call(partial(self._client.bulk_create_query_job, soql, include_deleted=True))
         self._wait_for_job(job_id)
         normaliser = _Normaliser(fields)
         locator: str | None = None
+        # Rows of one job come in no order: until the slice is read completely, a resume
+        # starts again at its beginning.
+        partial_checkpoint = {"bulk_done_before": part.start.isoformat()}
         while True:
             results = self._call(
                 partial(
@@ -436,13 +569,41 @@ class SalesforceConnector(Connector):
             records = []
             for row in results.rows:
                 record = self._record(kind, *to_raw(row))
-                if record.modified_at in window:
+                if record.modified_at in window and record.modified_at in part:
                     records.append(record)
-            if results.rows:
-                yield Page(records, checkpoint=None)
             if results.locator is None:
+                yield Page(records, checkpoint={"bulk_done_before": part.end.isoformat()})
                 return
+            if results.rows:
+                yield Page(records, checkpoint=partial_checkpoint)
             locator = results.locator
+
+    def _read_deleted(self, kind: RecordKind, window: Window) -> list[Record]:
+        """Deletes the delete log holds for the window's overlap with its reach.
+
+        The log catches records deleted *and purged* between two syncs, which `queryAll`
+        no longer returns. Without a clock (a bare read) the reach is unknown: skipped.
+        """
+        if self.runtime.clock is None:
+            return []
+        now = self.runtime.now()
+        start = max(window.start, now - _DELETE_LOG_REACH).replace(second=0, microsecond=0)
+        end = min(window.end, now)
+        if end <= start:
+            return []
+        answer = self._call(partial(self._client.get_deleted, _OBJECTS[kind], start, end))
+        return [
+            Record(
+                kind=kind,
+                source_id=entry.record_id,
+                # The log knows only the id and the moment: both times are the delete's.
+                created_at=entry.deleted_at,
+                modified_at=entry.deleted_at,
+                deleted=True,
+                raw={"Id": entry.record_id, "IsDeleted": True},
+            )
+            for entry in answer.records
+        ]
 
     def _wait_for_job(self, job_id: str) -> None:
         """Poll the job until `JobComplete`; sleeping goes through the policy's clock."""
@@ -474,6 +635,8 @@ class SalesforceConnector(Connector):
         *,
         select: str,
         ordered: bool = True,
+        limit: int | None = None,
+        descending: bool = False,
     ) -> str:
         """SOQL for `window` (widened to whole seconds: SOQL dateTime literals have no
         fractions) and, when resuming, strictly after the `(SystemModstamp, Id)` keyset."""
@@ -492,7 +655,13 @@ class SalesforceConnector(Connector):
             values[f"f{i}"] = value
         template = "SELECT {select:literal} FROM {sobject:literal} WHERE " + " AND ".join(clauses)
         if ordered:
-            template += " ORDER BY SystemModstamp, Id"
+            template += (
+                " ORDER BY SystemModstamp DESC, Id DESC"
+                if descending
+                else " ORDER BY SystemModstamp, Id"
+            )
+        if limit is not None:
+            template += f" LIMIT {int(limit)}"
         return format_query(template, select=select, sobject=_OBJECTS[kind], **values)
 
     # ----------------------------------------------------------------------------- records
@@ -583,6 +752,27 @@ def _checkpoint(position: tuple[datetime, str] | None) -> dict[str, str] | None:
     if position is None:
         return None
     return {"after_ts": position[0].isoformat(), "after_id": position[1]}
+
+
+def _next_month(moment: datetime) -> datetime:
+    """The first instant (UTC) of the calendar month after `moment`'s."""
+    moment = moment.astimezone(UTC)
+    if moment.month == 12:
+        return datetime(moment.year + 1, 1, 1, tzinfo=UTC)
+    return datetime(moment.year, moment.month + 1, 1, tzinfo=UTC)
+
+
+def _parse_bulk_checkpoint(resume: Mapping[str, Any] | None) -> datetime | None:
+    if resume is None or "bulk_done_before" not in resume:
+        return None
+    value = resume["bulk_done_before"]
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ConfigError(f"invalid Salesforce Bulk resume checkpoint {value!r}")
+    return moment
 
 
 def _parse_checkpoint(resume: Mapping[str, Any] | None) -> tuple[datetime, str] | None:

@@ -35,7 +35,7 @@ from sqlalchemy import Engine, Table, and_, or_, select, text, update
 from sqlmodel import Session
 
 from connectors.base import Record, RecordKind, Runtime, Skipped, Window
-from connectors.errors import ConnectorError, QuotaExceededError
+from connectors.errors import ConnectorError, QuotaExceededError, RequestBudgetExceededError
 from connectors.retry import RetryPolicy
 from service import observability
 from service.clock import Clock, in_utc, utc_now
@@ -121,6 +121,8 @@ class KindReport:
     skipped: int = 0
     #: The first of them (id and why), for the run's details.
     skipped_records: list[dict[str, str]] = field(default_factory=list)
+    #: Why this run's id reconciliation did not finish (None: finished, or not due).
+    reconcile_incomplete: str | None = None
 
     def skip(self, skipped: Sequence[Skipped]) -> None:
         self.skipped += len(skipped)
@@ -703,6 +705,11 @@ class SyncEngine:
                     "window_end": r.window_end,
                     "resumed": r.resumed,
                 }
+                | (
+                    {"reconcile_incomplete": r.reconcile_incomplete}
+                    if r.reconcile_incomplete
+                    else {}
+                )
                 for kind, r in reports.items()
             }
         }
@@ -876,11 +883,28 @@ class SyncEngine:
             state.updated_at = self.clock()
             session.commit()
 
-            due = state.reconciled_at is None or (now - state.reconciled_at) >= timedelta(
-                seconds=self.settings.sync_reconcile_seconds
+            # Per connector: vendors that miss some deletes (never report them, or forget
+            # them after a while) are reconciled; the config may set the interval or opt out.
+            interval = vendor.reconcile_interval_seconds(self.settings.sync_reconcile_seconds)
+            due = interval is not None and (
+                state.reconciled_at is None
+                or (now - state.reconciled_at) >= timedelta(seconds=interval)
             )
-            if not vendor.reports_deletes and due:
-                report.counts.add(self._reconcile(session, row, vendor, kind, now))
+            if due and window.start == BEGINNING:
+                # This window was read from the beginning (a first sync, maybe over several
+                # runs): a reconciliation's full read would find nothing more.
+                state.reconciled_at = now
+                session.commit()
+            elif due:
+                try:
+                    report.counts.add(self._reconcile(session, row, vendor, kind, now))
+                except RequestBudgetExceededError as exc:
+                    # A full listing does not fit in what is left of the run's budget. The
+                    # window's records are committed; the listing waits for the next interval
+                    # rather than spending every run's budget, and the run says so.
+                    session.rollback()
+                    report.reconcile_incomplete = exc.message
+                    log.warning("reconciliation of connector %s %s: %s", row.id, kind, exc)
                 state.reconciled_at = now
                 session.commit()
 

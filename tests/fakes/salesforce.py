@@ -679,12 +679,13 @@ class Fault:
 
 @dataclass(frozen=True)
 class LoggedRequest:
-    """One request the fake received."""
+    """One request the fake received (`soql`: the query of a Bulk job it created)."""
 
     method: str
     path: str
     endpoint: str
     query: str
+    soql: str = ""
 
 
 class FakeSalesforce:
@@ -698,6 +699,7 @@ class FakeSalesforce:
         "bulk_create",
         "bulk_status",
         "bulk_results",
+        "get_deleted",
         "other",
     )
 
@@ -732,6 +734,13 @@ class FakeSalesforce:
         self.bulk_polls_before_complete = 1
         #: When set, Bulk jobs end `Failed` with this error message.
         self.bulk_failure: str | None = None
+        #: When set, a REST query (not COUNT()) whose SystemModstamp range spans more than
+        #: this many seconds (or is unbounded) answers 400 QUERY_TIMEOUT.
+        self.query_timeout_above_seconds: int | None = None
+        #: The delete log `sObject Get Deleted` reads: (sObject, Id, deleted at, epoch s).
+        self.delete_log: list[tuple[str, str, int]] = []
+        #: How far back the delete log answers (Salesforce: 15 days).
+        self.delete_log_days = 15
         self.api_used = 0
         self.api_limit = 100_000
         self.faults: list[Fault] = []
@@ -863,8 +872,25 @@ class FakeSalesforce:
             return [record_id for _sobject, record_id, _row in pending]
 
     def delete(self, sobject: str, record_id: str, at: datetime | None = None) -> None:
-        """Soft-delete (to the Recycle Bin): `IsDeleted = true`, restamped."""
+        """Soft-delete (to the Recycle Bin): `IsDeleted = true`, restamped, logged."""
         self.update(sobject, record_id, at, IsDeleted=True)
+        with self._lock:
+            stamp = int((at or self.now()).timestamp())
+            self.delete_log.append((sobject, record_id, stamp))
+
+    def purge(self, sobject: str, record_id: str, *, logged: bool = True) -> None:
+        """Remove a record for good (emptied Recycle Bin, hard delete): no row is left,
+        not even for `queryAll`. With `logged=False` the delete log has no entry either
+        (purged from the log, or older than its reach): only an id comparison finds it."""
+        with self._lock:
+            table = self.tables[sobject]
+            row = table.rows.pop(record_id)
+            index = bisect.bisect_left(table.keys, (row.stamp, record_id))
+            del table.keys[index]
+            if not logged:
+                self.delete_log = [e for e in self.delete_log if e[1] != record_id]
+            elif not row.values["IsDeleted"]:
+                self.delete_log.append((sobject, record_id, self._clock))
 
     def restamp_all(self, sobject: str, at: datetime) -> None:
         """Give every record of `sobject` the same SystemModstamp."""
@@ -1091,6 +1117,8 @@ class FakeSalesforce:
             return "query" if len(tail) == 1 else "queryMore"
         if tail[0] == "limits":
             return "limits"
+        if tail[0] == "sobjects" and len(tail) == 3 and tail[2] == "deleted":
+            return "get_deleted"
         if tail[:2] == ["jobs", "query"]:
             if len(tail) == 2 and method == "POST":
                 return "bulk_create"
@@ -1102,8 +1130,14 @@ class FakeSalesforce:
 
     async def _data_route(self, request: Request, rest: str) -> Response:
         endpoint = self._endpoint(request.method, rest)
+        soql = ""
+        if endpoint == "bulk_create":
+            try:
+                soql = str(json.loads(await request.body()).get("query", ""))
+            except (ValueError, AttributeError):
+                soql = ""
         self.log.append(
-            LoggedRequest(request.method, request.url.path, endpoint, request.url.query)
+            LoggedRequest(request.method, request.url.path, endpoint, request.url.query, soql)
         )
         faulty = await self._apply_fault(endpoint)
         if faulty is not None:
@@ -1159,13 +1193,50 @@ class FakeSalesforce:
             return self._bulk_status(tail[2])
         if endpoint == "bulk_results":
             return self._bulk_results(request, tail[2])
+        if endpoint == "get_deleted":
+            return self._get_deleted(request, tail[1])
         return _error(404, "NOT_FOUND", "The requested resource does not exist")
 
     # ------------------------------------------------------------------- REST query
 
+    def _get_deleted(self, request: Request, sobject: str) -> Response:
+        # Salesforce ignores the seconds of both bounds (SOAP API, getDeleted()); the fake
+        # does too, and refuses a start beyond the log's reach like INVALID_REPLICATION_DATE.
+        if sobject not in self.tables:
+            return _error(404, "NOT_FOUND", "The requested resource does not exist")
+        try:
+            start = datetime.fromisoformat(request.query_params["start"])
+            end = datetime.fromisoformat(request.query_params["end"])
+        except (KeyError, ValueError):
+            return _error(400, "MALFORMED_QUERY", "start and end must be ISO 8601 datetimes")
+        if start.tzinfo is None or end.tzinfo is None or end < start:
+            return _error(400, "INVALID_REPLICATION_DATE", "invalid start or end")
+        first = int(start.replace(second=0, microsecond=0).timestamp())
+        last = int(end.replace(second=0, microsecond=0).timestamp())
+        earliest = self._clock - self.delete_log_days * 86400
+        if first < earliest:
+            return _error(400, "INVALID_REPLICATION_DATE", "startDate is before the log's reach")
+        with self._lock:
+            entries = [
+                {"id": rid, "deletedDate": sf_datetime(datetime.fromtimestamp(at, UTC))}
+                for name, rid, at in self.delete_log
+                if name == sobject and first <= at <= last
+            ]
+        body = {
+            "deletedRecords": entries,
+            "earliestDateAvailable": sf_datetime(datetime.fromtimestamp(earliest, UTC)),
+            "latestDateCovered": sf_datetime(datetime.fromtimestamp(last, UTC)),
+        }
+        return Response(json.dumps(body), media_type="application/json")
+
     def _query(self, soql: str, include_deleted: bool, version: str, batch: int) -> Response:
         with self._lock:
             query = parse_soql(soql, self.schemas)
+            limit = self.query_timeout_above_seconds
+            if limit is not None and not query.count:
+                plan = _plan(query.where)
+                if plan.first is None or plan.last is None or plan.last - plan.first >= limit:
+                    raise SoqlError("QUERY_TIMEOUT", "Your query request was running for too long.")
             table = self.tables[query.sobject]
             rows = table.select(query, include_deleted)
             if query.count:

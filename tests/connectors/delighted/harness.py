@@ -52,6 +52,10 @@ class FakeDelighted:
     max_per_page: int = 100
     #: Serve page 1 whatever `page` asks (a misbehaving API, for the loop guard test).
     ignore_page: bool = False
+    #: Whether `updated_since` / `updated_until` list a never-edited response (`updated_at`
+    #: null) as if updated at its creation (True), or leave it out (False). Delighted does
+    #: not document which; the connector must be right either way.
+    never_edited_in_updated_windows: bool = True
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     people: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
@@ -166,6 +170,10 @@ class FakeDelighted:
             ("updated_since", stamp, True),
             ("updated_until", stamp, False),
         ]
+        if not self.never_edited_in_updated_windows and (
+            "updated_since" in q or "updated_until" in q
+        ):
+            rows = [r for r in rows if r["updated_at"] is not None]
         for name, key, lower in bounds:
             if name in q:
                 limit = int(q[name])

@@ -575,7 +575,11 @@ def test_given_initial_sync_above_threshold_when_reading_then_bulk_yields_same_r
     assert by_id(bulk_pages) == by_id(rest_pages)
     assert len(by_id(bulk_pages)) == 23
     assert [len(p.records) for p in bulk_pages] == [7, 7, 7, 2]
-    assert all(p.checkpoint is None for p in bulk_pages)
+    # One monthly slice (every stamp is in one month): its pages resume at the slice's
+    # start until the last one, which marks the whole window read.
+    assert [p.checkpoint for p in bulk_pages] == [
+        {"bulk_done_before": EVERYTHING.start.isoformat()}
+    ] * 3 + [{"bulk_done_before": EVERYTHING.end.isoformat()}]
     assert sf.fake.requests_to("bulk_create") == 1
     assert delays == [2.0, 4.0]  # two InProgress polls, doubling delay, no real sleep
 
