@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.errors import ConfigError
+from connectors.errors import ConfigError, RecordDataError
 from connectors.hosts import AllowList, HostPolicy, Resolver, system_resolver
 from connectors.retry import RetryPolicy
 
@@ -116,31 +116,18 @@ class Window:
         return self.start <= moment < self.end
 
 
-#: What building a `Record` from one source record raises when that record is malformed
-#: (a date that does not parse, a score outside 0..10, a missing or mistyped field).
-NORMALISATION_ERRORS: tuple[type[Exception], ...] = (
-    ValueError,
-    TypeError,
-    KeyError,
-    ArithmeticError,
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Skipped:
-    """A source record that could not be normalised: left out of its page and reported in
-    the run, so one bad record never fails a sync or loses its page's valid records."""
+    """A source record that could not be normalised (`RecordDataError`): left out of its
+    page and reported in the run, so one bad record never fails a sync or loses its page's
+    valid records."""
 
     source_id: str
     reason: str
 
-
-def normalise(build: Callable[[], Record], source_id: object) -> Record | Skipped:
-    """`build()`, or a `Skipped` naming `source_id` and why, when the record is malformed."""
-    try:
-        return build()
-    except NORMALISATION_ERRORS as exc:
-        return Skipped(str(source_id)[:255], f"{type(exc).__name__}: {exc}"[:300])
+    @classmethod
+    def of(cls, error: RecordDataError) -> Skipped:
+        return cls(error.source_id[:255], error.message[:300])
 
 
 @dataclass(frozen=True, slots=True)

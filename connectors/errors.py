@@ -74,3 +74,13 @@ class SourceDataError(ConnectorError):
     """The vendor sent a response we cannot interpret (malformed page, missing field)."""
 
     error_class = "source_data"
+
+
+class RecordDataError(SourceDataError):
+    """One record of an otherwise sound page cannot be normalised (a bad date, a score
+    outside 0..10, a field of the wrong type). Readers catch it, leave the record out of
+    its page and list it as skipped: one bad record never fails a sync."""
+
+    def __init__(self, source_id: str, message: str) -> None:
+        super().__init__(message)
+        self.source_id = source_id

@@ -39,10 +39,11 @@ from connectors.base import (
     Record,
     RecordKind,
     Runtime,
+    Skipped,
     Window,
 )
 from connectors.delighted.client import MAX_PER_PAGE, DelightedClient
-from connectors.errors import ConfigError, SourceDataError
+from connectors.errors import ConfigError, RecordDataError, SourceDataError
 
 DEFAULT_BASE_URL = "https://api.delighted.com/v1"
 #: The only host Delighted's API is served from (https://delighted.com/docs/api).
@@ -170,8 +171,14 @@ class DelightedConnector(Connector):
             items = self.runtime.retry.call(fetch)
             if not items:
                 return
-            parsed = [_to_record(item) for item in items]
-            ids = [r.source_id for r in parsed]
+            parsed: list[Record] = []
+            skipped: list[Skipped] = []
+            for item in items:
+                try:
+                    parsed.append(_to_record(item))
+                except RecordDataError as exc:
+                    skipped.append(Skipped.of(exc))
+            ids = [r.source_id for r in parsed] + [s.source_id for s in skipped]
             # Never-edited responses belong to the creation pass. In the `updated_at` pass
             # they are skipped and neither order nor keyset rely on where the API put them.
             keyed = [
@@ -213,7 +220,7 @@ class DelightedConnector(Connector):
                 seen_at_since.update(r.source_id for r, _stamp in keyed)
                 page_number += 1
                 previous_ids = ids
-            yield Page(records=fresh, checkpoint={key: since})
+            yield Page(records=fresh, checkpoint={key: since}, skipped=tuple(skipped))
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -253,19 +260,21 @@ def _created_second(record: Record) -> int:
 
 def _unix(value: Any, field: str, response_id: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SourceDataError(
-            f"Delighted survey response {response_id!r}: {field} is not a unix timestamp"
+        raise RecordDataError(
+            response_id,
+            f"Delighted survey response {response_id!r}: {field} is not a unix timestamp",
         )
     try:
         return datetime.fromtimestamp(int(value), UTC)
     except (OverflowError, OSError, ValueError):
-        raise SourceDataError(
-            f"Delighted survey response {response_id!r}: {field} is out of range"
+        raise RecordDataError(
+            response_id, f"Delighted survey response {response_id!r}: {field} is out of range"
         ) from None
 
 
 def _to_record(item: Any) -> Record:
-    """Normalise one survey response; SourceDataError names the response and the field."""
+    """Normalise one survey response: RecordDataError names the response and the field
+    (the response is skipped); SourceDataError when it has no usable id (the page fails)."""
     if not isinstance(item, dict):
         raise SourceDataError(f"Delighted survey response is not an object: {type(item).__name__}")
     raw_id = item.get("id")
@@ -274,8 +283,8 @@ def _to_record(item: Any) -> Record:
     response_id = str(raw_id)
     score = item.get("score")
     if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
-        raise SourceDataError(
-            f"Delighted survey response {response_id!r}: score is not an integer 0-10"
+        raise RecordDataError(
+            response_id, f"Delighted survey response {response_id!r}: score is not an integer 0-10"
         )
     created_at = _unix(item.get("created_at"), "created_at", response_id)
     # Delighted's own example shows `updated_at: null` for a response never edited.
@@ -287,11 +296,14 @@ def _to_record(item: Any) -> Record:
         found = person.get("email")
         email = found if isinstance(found, str) and found else None
     elif person is not None and not isinstance(person, str | int):
-        raise SourceDataError(f"Delighted survey response {response_id!r}: malformed person")
+        raise RecordDataError(
+            response_id, f"Delighted survey response {response_id!r}: malformed person"
+        )
     properties = item.get("person_properties")
     if properties is not None and not isinstance(properties, dict):
-        raise SourceDataError(
-            f"Delighted survey response {response_id!r}: person_properties is not an object"
+        raise RecordDataError(
+            response_id,
+            f"Delighted survey response {response_id!r}: person_properties is not an object",
         )
     return Record(
         kind=RecordKind.survey_response,

@@ -28,9 +28,16 @@ from connectors.base import (
     Record,
     RecordKind,
     Runtime,
+    Skipped,
     Window,
 )
-from connectors.errors import ConfigError, QuotaExceededError, RetriableError, SourceDataError
+from connectors.errors import (
+    ConfigError,
+    QuotaExceededError,
+    RecordDataError,
+    RetriableError,
+    SourceDataError,
+)
 from connectors.salesforce.client import (
     AuthFlow,
     Credentials,
@@ -474,14 +481,20 @@ class SalesforceConnector(Connector):
         batch = first_batch(position)
         while True:
             records: list[Record] = []
+            skipped: list[Skipped] = []
             for raw in batch.records:
-                record = self._record(kind, *normaliser.from_rest(raw))
+                try:
+                    record = self._record(kind, *normaliser.from_rest(raw))
+                except RecordDataError as exc:
+                    # Left out; the keyset goes on from the records around it.
+                    skipped.append(Skipped.of(exc))
+                    continue
                 position = (record.modified_at, record.source_id)
                 # SOQL compares whole seconds; the window is exact.
                 if record.modified_at in window and record.modified_at in part:
                     records.append(record)
             if batch.records:
-                yield Page(records, checkpoint=_checkpoint(position))
+                yield Page(records, checkpoint=_checkpoint(position), skipped=tuple(skipped))
             if batch.done or batch.next_records_url is None:
                 return
             try:
@@ -567,15 +580,24 @@ class SalesforceConnector(Connector):
             )
             to_raw = normaliser.csv_reader(results.header)
             records = []
+            skipped: list[Skipped] = []
             for row in results.rows:
-                record = self._record(kind, *to_raw(row))
+                try:
+                    record = self._record(kind, *to_raw(row))
+                except RecordDataError as exc:
+                    skipped.append(Skipped.of(exc))
+                    continue
                 if record.modified_at in window and record.modified_at in part:
                     records.append(record)
             if results.locator is None:
-                yield Page(records, checkpoint={"bulk_done_before": part.end.isoformat()})
+                yield Page(
+                    records,
+                    checkpoint={"bulk_done_before": part.end.isoformat()},
+                    skipped=tuple(skipped),
+                )
                 return
             if results.rows:
-                yield Page(records, checkpoint=partial_checkpoint)
+                yield Page(records, checkpoint=partial_checkpoint, skipped=tuple(skipped))
             locator = results.locator
 
     def _read_deleted(self, kind: RecordKind, window: Window) -> list[Record]:
@@ -708,8 +730,8 @@ class SalesforceConnector(Connector):
                 deal_type=_opt_str(raw, "Type"),
             )
         except (TypeError, ValueError) as exc:
-            raise SourceDataError(
-                f"Salesforce {_OBJECTS[kind]} {source_id}: unreadable field ({exc})"
+            raise RecordDataError(
+                source_id, f"Salesforce {_OBJECTS[kind]} {source_id}: unreadable field ({exc})"
             ) from None
 
     def record_url(self, kind: RecordKind, source_id: str) -> str | None:
@@ -834,6 +856,7 @@ class _Normaliser:
             ) from None
         converters = [_CSV_CONVERTERS.get(self._types[name], _csv_text) for name in names]
         pairs = list(zip(names, converters, strict=True))
+        id_column = names.index("Id") if "Id" in names else None
 
         def to_raw(row: list[str]) -> tuple[dict[str, Any], dict[str, datetime]]:
             try:
@@ -842,9 +865,10 @@ class _Normaliser:
                     for (name, convert), value in zip(pairs, row, strict=True)
                 }
             except ValueError as exc:
-                raise SourceDataError(
-                    f"Salesforce Bulk API row {row[:1]}: unreadable value ({exc})"
-                ) from None
+                message = f"Salesforce Bulk API row {row[:1]}: unreadable value ({exc})"
+                if id_column is not None and len(row) == len(pairs) and row[id_column]:
+                    raise RecordDataError(row[id_column], message) from None
+                raise SourceDataError(message) from None
             return raw, self._finish(raw)
 
         return to_raw
@@ -864,9 +888,11 @@ class _Normaliser:
                 if value is not None:
                     raw[name] = date.fromisoformat(value).isoformat()
         except (TypeError, ValueError) as exc:
-            raise SourceDataError(
-                f"Salesforce record {raw.get('Id')}: field {name} has an unreadable value ({exc})"
-            ) from None
+            message = f"Salesforce record {raw.get('Id')}: field {name} has an unreadable value"
+            source_id = raw.get("Id")
+            if isinstance(source_id, str) and source_id:
+                raise RecordDataError(source_id, f"{message} ({exc})") from None
+            raise SourceDataError(f"{message} ({exc})") from None
         return moments
 
 

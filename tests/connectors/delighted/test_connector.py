@@ -231,24 +231,46 @@ def test_given_a_wrong_api_key_when_reading_then_auth_error_without_retry(
 
 @pytest.mark.parametrize(
     "body",
-    [
-        "<html>Service temporarily unavailable</html>",
-        '{"not": "a list"}',
-        '[{"id": "1", "score": 9}]',
-        '[{"id": "1", "score": 11, "created_at": 1767268800, "updated_at": 1767268800}]',
-        '[{"id": "1", "score": 9, "created_at": "yesterday", "updated_at": null}]',
-        '[{"id": "1", "score": 9, "created_at": 1767268800, "updated_at": 1767268800,'
-        ' "person_properties": "New Customer"}]',
-    ],
-    ids=["html", "object", "no-created-at", "score-11", "text-time", "bad-properties"],
+    ["<html>Service temporarily unavailable</html>", '{"not": "a list"}', '[{"score": 9}]'],
+    ids=["html", "object", "no-id"],
 )
-def test_given_a_malformed_answer_when_reading_then_source_data_error(
+def test_given_a_malformed_page_when_reading_then_source_data_error(
     harness: DelightedHarness, body: str
 ) -> None:
     harness.fake.script(json_page(body))
 
     with pytest.raises(SourceDataError):
         read_records(harness.make_connector())
+
+
+GOOD = '{"id": "2", "score": 9, "created_at": 1767268800, "updated_at": 1767268801}'
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('{"id": "1", "score": 9}', "created_at is not a unix timestamp"),
+        ('{"id": "1", "score": 11, "created_at": 1767268800, "updated_at": 1767268800}', "score"),
+        ('{"id": "1", "score": 9, "created_at": "yesterday", "updated_at": null}', "created_at"),
+        (
+            '{"id": "1", "score": 9, "created_at": 1767268800, "updated_at": 1767268800,'
+            ' "person_properties": "New Customer"}',
+            "person_properties",
+        ),
+    ],
+    ids=["no-created-at", "score-11", "text-time", "bad-properties"],
+)
+def test_given_a_malformed_answer_beside_a_good_one_when_reading_then_it_alone_is_skipped(
+    harness: DelightedHarness, bad: str, reason: str
+) -> None:
+    harness.fake.script(json_page(f"[{bad}, {GOOD}]"), json_page("[]"))
+
+    pages = list(harness.make_connector().read(SR, EVERYTHING))
+
+    assert [r.source_id for p in pages for r in p.records] == ["2"]
+    (skipped,) = [s for p in pages for s in p.skipped]
+    assert skipped.source_id == "1"
+    assert reason in skipped.reason
 
 
 def test_given_a_page_out_of_updated_at_order_when_reading_then_source_data_error(

@@ -263,11 +263,11 @@ def test_given_answers_slower_than_timeout_when_reading_then_retriable_after_max
         ("query", b'{"totalSize": 1, "done": false, "records": []}'),
         (
             "query",
-            b'{"totalSize":1,"done":true,"records":[{"attributes":{},"Id":"00Q1",'
+            b'{"totalSize":1,"done":true,"records":[{"attributes":{},'
             b'"CreatedDate":"yesterday","SystemModstamp":"2026-01-05T09:00:00.000+0000"}]}',
         ),
     ],
-    ids=["truncated-json", "records-not-a-list", "not-done-without-next-url", "bad-datetime"],
+    ids=["truncated-json", "records-not-a-list", "not-done-without-next-url", "bad-record-no-id"],
 )
 def test_given_malformed_page_when_reading_then_source_data_error(
     sf: SalesforceHarness, endpoint: str, body: bytes
@@ -278,6 +278,27 @@ def test_given_malformed_page_when_reading_then_source_data_error(
 
     with pytest.raises(SourceDataError):
         read(sf.connector(), RecordKind.lead)
+
+
+def test_given_a_record_with_an_unreadable_field_when_reading_then_it_alone_is_skipped(
+    sf: SalesforceHarness,
+) -> None:
+    body = (
+        b'{"totalSize":2,"done":true,"records":['
+        b'{"attributes":{},"Id":"00Q1","CreatedDate":"yesterday",'
+        b'"SystemModstamp":"2026-01-05T09:00:00.000+0000"},'
+        b'{"attributes":{},"Id":"00Q2","CreatedDate":"2026-01-05T09:00:00.000+0000",'
+        b'"SystemModstamp":"2026-01-05T09:00:00.000+0000","Status":"Open"}]}'
+    )
+    # An initial window asks COUNT() first (Bulk or REST); the page answers both queries.
+    sf.fake.malformed(body, endpoint="query", times=2)
+
+    pages = list(sf.connector().read(RecordKind.lead, EVERYTHING))
+
+    assert [r.source_id for p in pages for r in p.records] == ["00Q2"]
+    (skipped,) = [s for p in pages for s in p.skipped]
+    assert skipped.source_id == "00Q1"
+    assert "CreatedDate" in skipped.reason
 
 
 def test_given_unknown_custom_field_when_reading_then_config_error(sf: SalesforceHarness) -> None:

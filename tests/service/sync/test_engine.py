@@ -617,3 +617,23 @@ def test_given_a_comment_with_a_nul_character_when_syncing_then_every_record_is_
         assert raw["comment"] == "Great tool"
         assert raw["person_properties"]["Plan"] == "Pro"
         assert "\x00" not in json.dumps(raw)
+
+
+def test_given_an_answer_that_cannot_be_normalised_when_syncing_then_it_is_skipped_and_reported(
+    engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    with open_harness("delighted", tmp_path) as harness:
+        harness.seed(RecordKind.survey_response, 6)
+        bad = min(harness.live_ids(RecordKind.survey_response), key=int)
+        harness.fake.tick()  # type: ignore[attr-defined]
+        harness.fake.update(bad, score=11)  # type: ignore[attr-defined]
+        connector_id = store_connector(engine, harness)
+        run = make_engine_for(engine, database_url, harness).run(connector_id)
+        assert run.status == RunStatus.succeeded, run.error_message
+        stored = stored_ids(engine, connector_id, RecordKind.survey_response)
+        assert sorted(stored) == sorted(harness.live_ids(RecordKind.survey_response) - {bad})
+        assert run.details is not None
+        report = run.details["kinds"]["survey_response"]
+        assert report["skipped"] >= 1
+        assert {r["id"] for r in report["skipped_records"]} == {bad}
+        assert "score" in report["skipped_records"][0]["reason"]
