@@ -1,9 +1,11 @@
 """Polled progress reads: the real service against a bare FastAPI app, driven by wrk.
 
 Starts, each on uvicorn with one worker (what `okr-sync serve` runs):
-  * the real service, `okr-sync serve`, on a fresh SQLite database with the Tartempion
-    demo loaded (its admin token is read from the first start's output), the scheduler
-    running as in production (the demo syncs every 60 s);
+  * the real service on a fresh SQLite database with the Tartempion demo loaded (its
+    admin token is read from the first start's output), as deployed (`--role split`, the
+    default): `okr-sync serve` with OKR_ROLE=api beside an `okr-sync worker` process that
+    runs the syncs (the demo syncs every 60 s); or one `okr-sync serve` that also runs
+    them (`--role all`);
   * a bare FastAPI app answering a constant JSON body of the same size as the service's
     answer, from an `async def` route.
 
@@ -15,12 +17,13 @@ answered 4xx/5xx; "Changed" counts 200s where a 304 was asked for (the data move
 
 Then the 200-connection runs again while the service syncs 200,000 leads (`--sync-leads`)
 from the fake Salesforce org of `sync_throughput.py` (its own process, HTTPS on loopback)
-into the demo workspace, until the sync ends; the sync's records/s under load is printed.
+into the demo workspace (asked for with POST /sync, run by whichever process runs syncs),
+until the sync ends; the sync's records/s under load is printed.
 
 Prerequisite: wrk (Debian: `apt-get install -y wrk`).
 
     python bench/progress_polling.py [--duration 10] [--connections 1,50,200]
-        [--sync-leads 200000]
+        [--sync-leads 200000] [--role split|all]
 
 The per-token rate limit is raised for the run (OKR_RATE_LIMIT_REQUESTS_PER_MINUTE): one
 token makes every request here.
@@ -192,14 +195,11 @@ def load_during_sync(
     bare: dict[str, str],
     seconds: int,
     tmp: Path,
-    sync_in: str,
-    env: dict[str, str],
+    role: str,
 ) -> None:
     """The 200-connection runs again while `leads` leads are synced from the fake
-    Salesforce org into the demo workspace: by a worker process (`okr-sync sync`, as a
-    deployment with OKR_ROLE=api and `okr-sync worker` runs it) or inside the API process
-    (`POST /connectors/{id}/sync` queues the run; the API process's own scheduler, role
-    `all`, runs it; the run is polled at `/runs/{id}`)."""
+    Salesforce org into the demo workspace: queued with POST /sync and run by the worker
+    process (`role` split) or by the API process itself (`role` all)."""
     secrets = {k: fake_info[k] for k in ("client_id", "client_secret", "username", "password")}
     connector = api(
         base,
@@ -219,24 +219,11 @@ def load_during_sync(
 
     def sync() -> None:
         started = time.perf_counter()
-        if sync_in == "api":
-            run = api(base, token, "POST", f"/connectors/{connector['id']}/sync")
-            while run["status"] in ("queued", "running"):
-                time.sleep(0.5)
-                run = api(base, token, "GET", f"/runs/{run['id']}")
-            outcome["run"] = run
-        else:
-            done = subprocess.run(
-                [str(OKR_SYNC), "sync", str(connector["id"])],
-                env=env,
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise SystemExit(f"okr-sync sync failed ({done.returncode}): {done.stderr}")
-            outcome["run"] = json.loads(done.stdout)
+        run = api(base, token, "POST", f"/connectors/{connector['id']}/sync")
+        while run["status"] in ("queued", "running"):
+            time.sleep(0.5)
+            run = api(base, token, "GET", f"/runs/{run['id']}")
+        outcome["run"] = run
         outcome["seconds"] = time.perf_counter() - started
 
     import threading
@@ -244,7 +231,7 @@ def load_during_sync(
     syncing = threading.Thread(target=sync)
     syncing.start()
     print()
-    where = "in the API process" if sync_in == "api" else "by a worker process"
+    where = "in the API process" if role == "all" else "by the worker process"
     print(f"During a sync of {leads:,} leads {where} (200 connections, {seconds} s per run):")
     print()
     print(HEADER)
@@ -275,7 +262,10 @@ def main() -> None:
         "--sync-leads", type=int, default=200_000, help="leads synced under load (0: skip)"
     )
     parser.add_argument(
-        "--sync-in", choices=("worker", "api"), default="worker", help="where the sync runs"
+        "--role",
+        choices=("split", "all"),
+        default="split",
+        help="split: API process (OKR_ROLE=api) + worker process; all: one process",
     )
     parser.add_argument("--bare-app", nargs=2, type=int, metavar=("SIZE", "PORT"))
     args = parser.parse_args()
@@ -307,7 +297,7 @@ def main() -> None:
     processes = [
         subprocess.Popen(
             [str(OKR_SYNC), "serve", "--port", str(port)],
-            env=env,
+            env=env | {"OKR_ROLE": "api" if args.role == "split" else "all"},
             stdout=subprocess.DEVNULL,
             stderr=log,
             cwd=tmp,
@@ -316,6 +306,17 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(f"{base}/healthz")
+        if args.role == "split":
+            # Started once the API process has migrated and loaded the demo.
+            processes.append(
+                subprocess.Popen(
+                    [str(OKR_SYNC), "worker"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(tmp / "worker.log").open("w"),
+                    cwd=tmp,
+                )
+            )
         token_match = re.search(r"okr_[A-Za-z0-9_-]{20,}", (tmp / "serve.log").read_text())
         if token_match is None:
             raise SystemExit("no token in the first start's output")
@@ -338,7 +339,10 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{bare_port}/x")
             bare[name] = f"http://127.0.0.1:{bare_port}/x"
             print(f"{name}: {len(body)} bytes")
-        print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, {args.duration} s per run")
+        print(
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}, {args.duration} s per run, "
+            f"role {args.role}"
+        )
         print()
         print(HEADER)
         for name, url in targets.items():
@@ -372,8 +376,7 @@ def main() -> None:
                 bare,
                 args.duration,
                 tmp,
-                args.sync_in,
-                env,
+                args.role,
             )
     finally:
         for process in processes:
