@@ -180,6 +180,9 @@ class ConnectorConfig(BaseModel):
     #: Most vendor requests one sync run may make (None: the service's default). Keeps a
     #: sync to a small share of a daily quota such as Salesforce's DailyApiRequests.
     request_budget: int | None = Field(default=None, ge=1)
+    #: Seconds between id reconciliations of this connector (None: the service's default,
+    #: `OKR_SYNC_RECONCILE_SECONDS`); only for connectors that reconcile at all.
+    reconcile_seconds: int | None = Field(default=None, ge=0)
 
 
 class ConnectorSecrets(BaseModel):
@@ -200,6 +203,9 @@ class Connector(ABC):
     #: False when the vendor never reports deletes (they just vanish from listings): the
     #: sync service then reconciles ids against a full listing now and then.
     reports_deletes: ClassVar[bool] = True
+    #: True when the vendor reports deletes but some leave no trace (purges, GDPR deletes,
+    #: expired archives): the sync service reconciles ids against a full listing too.
+    reconcile_ids: ClassVar[bool] = False
     #: Raw vendor fields always read, per kind, with their types.
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {}
     #: Config fields holding a URL, each with the vendor hosts it may name (exact names or

@@ -581,10 +581,13 @@ class SyncEngine:
             state.updated_at = self.clock()
             session.commit()
 
+            interval = vendor.config.reconcile_seconds
+            if interval is None:
+                interval = self.settings.sync_reconcile_seconds
             due = state.reconciled_at is None or (now - state.reconciled_at) >= timedelta(
-                seconds=self.settings.sync_reconcile_seconds
+                seconds=interval
             )
-            if not vendor.reports_deletes and due:
+            if (not vendor.reports_deletes or vendor.reconcile_ids) and due:
                 report.counts.add(self._reconcile(session, row, vendor, kind, now))
                 state.reconciled_at = now
                 session.commit()
