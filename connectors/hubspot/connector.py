@@ -606,6 +606,11 @@ class HubSpotConnector(Connector):
             raise SourceDataError(f"HubSpot list of {object_type} has no results array")
         hits = [_hit(r, _MODIFIED_PROPERTY[kind], object_type) for r in results]
         next_after = _next_after(response, object_type)
+        if after is not None and next_after == after:
+            raise SourceDataError(
+                f"HubSpot list of {object_type} repeated paging cursor {after!r}: "
+                "stopping instead of looping"
+            )
         if _is_id(after) or end is not None:
             # Id ranges are only sound while pages come in ascending id order from the
             # cursor on: anything else stops the run rather than losing records silently.
@@ -628,11 +633,6 @@ class HubSpotConnector(Connector):
             hits = [h for h in hits if h.id < end]
             if past or (next_after is not None and int(next_after) >= end):
                 next_after = None
-        if after is not None and next_after == after:
-            raise SourceDataError(
-                f"HubSpot list of {object_type} repeated paging cursor {after!r}: "
-                "stopping instead of looping"
-            )
         ids = [h.id for h in hits]
         # The cursor continues from an id when pages ascend by id and it lies past the last.
         id_cursor = (

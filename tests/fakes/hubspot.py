@@ -374,6 +374,9 @@ class FakeHubSpot:
         #: Most answered requests the burst / search window ever held.
         self.peak_in_window = 0
         self.peak_search_in_second = 0
+        #: Most requests the fake was answering at once.
+        self.peak_in_flight = 0
+        self._in_flight = 0
         self._window: deque[float] = deque()
         self._search_window: deque[float] = deque()
         self._answered = 0
@@ -838,6 +841,16 @@ class FakeHubSpot:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
         async def handle(request: Request, route: Callable[[Any], JSONResponse]) -> Response:
+            with self._lock:
+                self._in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            try:
+                return await answer(request, route)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        async def answer(request: Request, route: Callable[[Any], JSONResponse]) -> Response:
             raw = await request.body()
             try:
                 body = json.loads(raw) if raw else None
