@@ -9,7 +9,7 @@ A governor keeps a sliding log of the send times of its own requests per *lane* 
 HubSpot's 10-second burst limit for every request, and search's per-second limit for search
 requests) and admits a request when every lane it uses has room, a small margin under the
 limit so that network jitter between our send times and the vendor's arrival times does not
-tip a window over. Responses feed it back: the vendor's announced limit and interval replace
+tip a window over; sends are also spaced evenly over the interval, never in bursts. Responses feed it back: the vendor's announced limit and interval replace
 the configured ones, and the remaining count reveals requests other apps of the account made
 in the window, which are subtracted from our share. A 429 pauses the lane for every other
 thread; the one that got it waits and retries in `connectors.retry`, the one place that
@@ -49,6 +49,7 @@ class Lane:
     #: The thread whose request got the 429: it waits in the retry policy, not here.
     paused_by: int | None = None
     sent: deque[float] = field(default_factory=deque)
+    last_sent: float | None = None
 
     def allowed(self) -> int:
         """Requests of ours the lane admits per interval."""
@@ -67,6 +68,13 @@ class Lane:
         if now < self.paused_until and threading.get_ident() != self.paused_by:
             return self.paused_until - now
         self.purge(now)
+        if self.last_sent is not None:
+            # Evenly spaced sends: a burst of a whole window's requests would reach the
+            # vendor bunched by queueing and jitter and overlap the next burst in its
+            # rolling window, while even spacing keeps any window at `allowed` (+1).
+            due = self.last_sent + self.interval_seconds / self.allowed()
+            if now < due:
+                return due - now
         if len(self.sent) < self.allowed():
             return 0.0
         # The oldest sends leave the window first.
@@ -115,6 +123,7 @@ class Governor:
                 if wait <= 0:
                     for name in lanes:
                         self.lanes[name].sent.append(now)
+                        self.lanes[name].last_sent = now
                     self._in_flight += 1
                     self.admitted += 1
                     if self.daily_remaining is not None:

@@ -53,8 +53,12 @@ def test_given_a_full_window_when_reading_then_the_list_endpoint_streams_every_r
     hubspot: HubSpotHarness,
 ) -> None:
     seed_contacts(hubspot, 2_000)
-    hubspot.fake.latency_seconds = 0.02
-    vendor = hubspot.connector(Runtime(retry=RetryPolicy(sleep=lambda _s: None), page_size=20))
+    # Latency above the governor's spacing of sends (10 s / 184): only overlapping requests
+    # can keep up with the limit.
+    hubspot.fake.latency_seconds = 0.2
+    vendor = hubspot.connector(
+        Runtime(retry=RetryPolicy(sleep=lambda _s: None), page_size=50), tier="professional"
+    )
 
     pages = list(vendor.read(RecordKind.contact, FULL))
 
@@ -65,8 +69,8 @@ def test_given_a_full_window_when_reading_then_the_list_endpoint_streams_every_r
     assert archived == {
         str(o.id) for o in hubspot.fake.objects["contacts"].values() if o.archived_ms
     }
-    # 1,700 records at 20 a page: list requests, a single search to size the ranges.
-    assert len(live_list_requests(hubspot)) >= 1_700 // 20
+    # 1,700 records at 50 a page: list requests, a single search to size the ranges.
+    assert len(live_list_requests(hubspot)) >= 1_700 // 50
     assert len(hubspot.fake.requests_to("/search")) == 1
     assert hubspot.fake.peak_in_flight > 1, "the list pages were read one at a time"
     widest = max(len(p.checkpoint["ranges"]) for p in pages if p.checkpoint.get("phase") == "list")  # type: ignore[union-attr]
