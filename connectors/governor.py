@@ -10,8 +10,9 @@ HubSpot's 10-second burst limit for every request, and search's per-second limit
 requests) and admits a request when every lane it uses has room, a small margin under the
 limit so that network jitter between our send times and the vendor's arrival times does not
 tip a window over; sends are also spaced evenly over the interval, never in bursts.
-Responses feed it back: the vendor's announced limit and interval replace the configured ones, and the remaining count reveals requests other apps of the account made
-in the window, which are subtracted from our share. A 429 pauses the lane for every other
+Responses feed it back: the vendor's announced limit and interval replace the configured
+ones, and the remaining count reveals requests other apps of the account made in the
+window, which are subtracted from our share. A 429 pauses the lane for every other
 thread; the one that got it waits and retries in `connectors.retry`, the one place that
 retries.
 
