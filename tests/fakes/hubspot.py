@@ -369,6 +369,8 @@ class FakeHubSpot:
         #: CRM search requests per rolling second (None: not enforced).
         self.search_per_second = search_per_second
         self.latency_seconds = latency_seconds
+        #: List cursors that are not plain ids (HubSpot documents them as opaque tokens).
+        self.opaque_cursors = False
         #: 429s served by the enforced limits (not by injected faults).
         self.rate_limited = 0
         #: Most answered requests the burst / search window ever held.
@@ -809,6 +811,8 @@ class FakeHubSpot:
         archived = query.get("archived", ["false"])[0].lower() == "true"
         after_text = query.get("after", [""])[0]
         try:
+            if self.opaque_cursors and after_text:
+                after_text = after_text.removeprefix("c2s")
             after = int(after_text) if after_text else 0
         except ValueError:
             return _error(400, "after must be a cursor from a previous page", "VALIDATION_ERROR")
@@ -828,6 +832,8 @@ class FakeHubSpot:
         payload: dict[str, Any] = {"results": results}
         if len(rows) > served:
             cursor = str(page[-1].id + 1)
+            if self.opaque_cursors:
+                cursor = "c2s" + cursor
             payload["paging"] = {"next": {"after": cursor, "link": f"?after={cursor}"}}
         return JSONResponse(payload, headers=self._rate_headers())
 

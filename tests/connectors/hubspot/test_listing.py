@@ -133,3 +133,20 @@ def test_given_a_list_cursor_that_repeats_when_listing_then_the_read_stops(
 
     with pytest.raises(SourceDataError, match="repeated paging cursor"):
         list(vendor.read(RecordKind.contact, FULL))
+
+
+def test_given_list_cursors_that_are_not_ids_when_listing_then_the_read_stays_sequential(
+    hubspot: HubSpotHarness,
+) -> None:
+    seed_contacts(hubspot, 800)
+    hubspot.fake.opaque_cursors = True
+    vendor = hubspot.connector(Runtime(retry=RetryPolicy(sleep=lambda _s: None), page_size=50))
+
+    pages = list(vendor.read(RecordKind.contact, FULL))
+
+    live = Counter(r.source_id for p in pages for r in p.records if not r.deleted)
+    assert set(live) == hubspot.fake.live_ids("contacts")
+    assert max(live.values()) == 1
+    # No id ranges: no search to size them, one range followed cursor by cursor.
+    assert hubspot.fake.requests_to("/search") == []
+    assert all(len(p.checkpoint["ranges"]) <= 1 for p in pages if p.checkpoint["phase"] == "list")  # type: ignore[index]
