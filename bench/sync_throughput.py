@@ -16,6 +16,13 @@ The fake org runs in its own process so that its memory is not counted; each sce
 in a fresh process so its peak RSS is its own.
 
     python bench/sync_throughput.py [--leads 200000] [--pg postgresql://root@127.0.0.1/postgres]
+
+HubSpot: the initial sync's read of N contacts (default 200,000) by the real connector
+against a fake account enforcing the Professional tier's 190 requests / 10 s, with 0 and
+100 ms of latency per request; records/s against the limit's ceiling of 1,900 records/s
+(190 requests of 100 records per 10 s), the fake's own count of 429s and peak window.
+
+    python bench/sync_throughput.py hubspot [--contacts 200000] [--latency 0 0.1]
 """
 
 from __future__ import annotations
@@ -455,8 +462,129 @@ def main() -> None:
     print(json.dumps(results, indent=2))
 
 
+# --------------------------------------------------------------------------- HubSpot
+
+
+def serve_hubspot_fake(contacts: int, latency: float) -> None:
+    """Subprocess: a fake HubSpot account enforcing 190 requests / 10 s (Professional) and
+    search's 5 / s, answering every request after `latency` seconds, seeded with contacts."""
+    from tests.connectors.hubspot.harness import GOOD_TOKEN, contact_properties
+    from tests.fakes.hubspot import CLOCK_START_MS, FakeHubSpot
+    from tests.fakes.server import serve
+
+    fake = FakeHubSpot(
+        token=GOOD_TOKEN,
+        rate_limit=190,
+        rate_interval_ms=10_000,
+        search_per_second=5,
+        latency_seconds=latency,
+    )
+    fake.daily_limit = 10**9
+    stamps = [CLOCK_START_MS + 1000 * (i + 1) for i in range(contacts)]
+    fake.add_many("contacts", stamps, contact_properties(1))
+
+    def stats() -> dict[str, Any]:
+        return {
+            "rate_limited_429": fake.rate_limited,
+            "peak_requests_in_10s": fake.peak_in_window,
+            "peak_in_flight": fake.peak_in_flight,
+            "requests": len(fake.requests),
+        }
+
+    fake.app.add_api_route("/__bench/stats", stats, methods=["GET"])
+    with serve(fake.app) as served:
+        print(json.dumps({"base_url": served.base_url, "token": GOOD_TOKEN}), flush=True)
+        sys.stdin.read()
+
+
+def scenario_hubspot(info: dict[str, Any]) -> dict[str, Any]:
+    """Subprocess: the initial sync's read of every contact by the real HubSpotConnector
+    (list endpoint, parallel id ranges, the account's governor at the Professional tier)."""
+    import httpx
+
+    from connectors.base import RecordKind, Runtime, Window
+    from connectors.hubspot import HubSpotConfig, HubSpotConnector, HubSpotSecrets
+    from connectors.retry import RetryPolicy
+
+    clock_now = datetime(2030, 1, 1, tzinfo=UTC)
+    connector = HubSpotConnector(
+        HubSpotConfig(base_url=info["base_url"], tier="professional"),
+        HubSpotSecrets(access_token=info["token"]),
+        Runtime(
+            retry=RetryPolicy(),
+            timeout_seconds=60,
+            clock=lambda: clock_now,
+            allowed_hosts=("127.0.0.1",),
+        ),
+    )
+    # The engine's initial window: from the epoch to now.
+    window = Window(datetime(1970, 1, 1, tzinfo=UTC), clock_now)
+    records = pages = 0
+    seen: set[str] = set()
+    t0 = time.perf_counter()
+    for page in connector.read(RecordKind.contact, window):
+        pages += 1
+        records += len(page.records)
+        seen.update(r.source_id for r in page.records)
+    seconds = time.perf_counter() - t0
+    connector.close()
+    stats = httpx.get(info["base_url"] + "/__bench/stats").json()
+    return {
+        "records": records,
+        "distinct": len(seen),
+        "seconds": round(seconds, 2),
+        "records_per_s": round(records / seconds),
+        "ceiling_records_per_s": 1900,
+        "over_ceiling": round(records / seconds / 1900, 3),
+        "retries": connector.runtime.retry.retries,
+        **stats,
+    }
+
+
+def main_hubspot(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="HubSpot initial sync at the 190/10 s tier")
+    parser.add_argument("--contacts", type=int, default=200_000)
+    parser.add_argument("--latency", type=float, nargs="+", default=[0.0, 0.1])
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "sync_hubspot.json"))
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}",
+        "contacts": args.contacts,
+        "runs": {},
+    }
+    for latency in args.latency:
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "_hubspot_fake", str(args.contacts), str(latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        info = proc.stdout.readline()
+        try:
+            print(f"HubSpot initial sync, {latency * 1000:g} ms latency...", flush=True)
+            run = in_subprocess("_hubspot", info)
+            print(run, flush=True)
+            results["runs"][f"{latency * 1000:g}ms"] = run
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_fake":
+    if len(sys.argv) > 1 and sys.argv[1] == "hubspot":
+        main_hubspot(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_hubspot_fake":
+        serve_hubspot_fake(int(sys.argv[2]), float(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_hubspot":
+        print(json.dumps(scenario_hubspot(json.loads(sys.argv[2]))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_fake":
         serve_fake(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_e2e":
         info_arg, url, touch, path = sys.argv[2:6]

@@ -222,8 +222,9 @@ class Connector(ABC):
     #: False when the vendor never reports deletes (they just vanish from listings): the
     #: sync service then reconciles ids against a full listing now and then.
     reports_deletes: ClassVar[bool] = True
-    #: True when ids are reconciled now and then although the vendor reports deletes, because
-    #: it reports them only for a while (Salesforce's delete log reaches back 15 days).
+    #: True when the vendor reports deletes but not all of them, or not for long (purges,
+    #: GDPR deletes, expired archives, Salesforce's 15-day delete log): the sync service
+    #: reconciles ids against a full listing too.
     reconcile_ids: ClassVar[bool] = False
     #: Raw vendor fields always read, per kind, with their types.
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -83,6 +84,9 @@ class RetryPolicy:
     #: Vendor answers that said to slow down (429 and equivalents), retried or not.
     rate_limited: int = 0
     _recent: deque[float] = field(default_factory=deque)
+    #: Connectors may call from several threads (HubSpot's parallel list streams): the
+    #: counters and the budget are shared by them.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def call(self, fn: Callable[[], T], *, reauthenticate: Callable[[], None] | None = None) -> T:
         """Run `fn` (one vendor request) under the policy and return its result."""
@@ -100,7 +104,8 @@ class RetryPolicy:
                 reauthenticate()
                 attempt -= 1  # a refresh is not a failed attempt
             except RateLimitedError as exc:
-                self.rate_limited += 1
+                with self._lock:
+                    self.rate_limited += 1
                 if attempt >= self.max_attempts:
                     raise
                 delay = exc.retry_after_seconds
@@ -108,12 +113,14 @@ class RetryPolicy:
                     delay = self._backoff(attempt)
                 elif delay > self.max_retry_after_seconds:
                     raise
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 self.sleep(delay)
             except RetriableError:
                 if attempt >= self.max_attempts:
                     raise
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 self.sleep(self._backoff(attempt))
 
     def _backoff(self, attempt: int) -> float:
@@ -121,6 +128,10 @@ class RetryPolicy:
         return self.rng.uniform(0, cap)
 
     def _spend(self) -> None:
+        with self._lock:
+            self._spend_locked()
+
+    def _spend_locked(self) -> None:
         if self.request_budget is not None and self.requests_made >= self.request_budget:
             raise RequestBudgetExceededError(
                 f"request budget of {self.request_budget} requests for this run is spent",

@@ -29,10 +29,16 @@ from connectors.errors import (
     RetriableError,
     SourceDataError,
 )
+from connectors.governor import Governor
 from connectors.hosts import HostPolicy, guarded_pool_classes, quote_vendor
 from connectors.retry import retry_after_seconds
 
 _API_EXCEPTIONS = (ObjectsApiException, PipelinesApiException)
+
+#: Governor lanes: every request counts against the account's burst limit; CRM search
+#: requests also against search's own per-second limit.
+LANE_ALL = "all"
+LANE_SEARCH = "search"
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,10 @@ class HubSpotClient:
         timeout_seconds: float,
         policy: HostPolicy,
         ca_bundle: str | None = None,
+        governor: Governor | None = None,
     ) -> None:
         self._token = access_token
+        self._governor = governor
         self._timeout = timeout_seconds
         self._base_url = base_url
         self._policy = policy
@@ -96,6 +104,7 @@ class HubSpotClient:
                 _preload_content=False,
                 _request_timeout=self._timeout,
             ),
+            search=True,
         )
 
     def list_page(
@@ -137,11 +146,14 @@ class HubSpotClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _send(self, what: str, request: Callable[[], Any]) -> Response:
+    def _send(self, what: str, request: Callable[[], Any], *, search: bool = False) -> Response:
         if not self._base_url_checked:
             # The stored URL may predate the policy: checked before the token leaves.
             self._policy.validate(self._base_url, field="base_url")
             self._base_url_checked = True
+        governor = self._governor
+        if governor is not None:
+            governor.acquire(*((LANE_ALL, LANE_SEARCH) if search else (LANE_ALL,)))
         try:
             raw = request()
             try:
@@ -150,11 +162,21 @@ class HubSpotClient:
             finally:
                 raw.release_conn()
         except _API_EXCEPTIONS as exc:
-            raise self._translate(what, exc.status, exc.headers, exc.body) from None
+            error = self._translate(what, exc.status, exc.headers, exc.body)
+            if governor is not None and isinstance(error, RateLimitedError):
+                # Every thread of the account holds back, not only the one that was told.
+                pause = error.retry_after_seconds if error.retry_after_seconds is not None else 1.0
+                governor.throttled(LANE_SEARCH if search else LANE_ALL, pause)
+            raise error from None
         except urllib3.exceptions.HTTPError as exc:
             raise self._network_error(what, exc) from None
         except OSError as exc:
             raise RetriableError(f"HubSpot {what} failed: {type(exc).__name__}") from None
+        finally:
+            if governor is not None:
+                governor.release()
+        if governor is not None:
+            self._observe(governor, headers)
         try:
             body = json.loads(content)
         except ValueError:
@@ -163,6 +185,20 @@ class HubSpotClient:
         if not isinstance(body, dict):
             raise SourceDataError(f"HubSpot {what} returned JSON that is not an object")
         return Response(body, headers)
+
+    def _observe(self, governor: Governor, headers: Mapping[str, str]) -> None:
+        # https://developers.hubspot.com/docs/api/usage-details: responses carry the burst
+        # policy's size, interval and what is left of it, and the daily quota left; the CRM
+        # search endpoints send none of them.
+        interval_ms = _int_or_none(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
+        governor.observe(
+            LANE_ALL,
+            limit=_int_or_none(headers.get("x-hubspot-ratelimit-max")),
+            interval_seconds=interval_ms / 1000 if interval_ms else None,
+            remaining=_int_or_none(headers.get("x-hubspot-ratelimit-remaining")),
+            daily_limit=_int_or_none(headers.get("x-hubspot-ratelimit-daily")),
+            daily_remaining=_int_or_none(headers.get("x-hubspot-ratelimit-daily-remaining")),
+        )
 
     def _network_error(self, what: str, exc: urllib3.exceptions.HTTPError) -> ConnectorError:
         reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc

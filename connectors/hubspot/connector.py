@@ -1,7 +1,11 @@
 """HubSpot connector: contacts, deals and feedback submissions over the CRM v3 API.
 
-Changes are read through CRM search on each object's last-modified property, oldest first,
-with a keyset cursor on (last-modified millisecond, record id) instead of search's `after`
+A window that starts before HubSpot existed (an initial sync, an id reconciliation) is read
+through the list endpoint, 100 records a request, in several streams over disjoint id
+ranges at once so that latency does not cap throughput; every request of the account goes
+through its one rate governor (`connectors.governor`). Other windows' changes are read
+through CRM search on each object's last-modified property, oldest first, with a keyset
+cursor on (last-modified millisecond, record id) instead of search's `after`
 offset. A keyset query never pages deep, so search's 10,000-results cap cannot truncate a
 window, and a record that changes mid-read cannot shift a later one out of view. Archived
 (deleted) records, which search never returns, come from the list endpoint with
@@ -10,13 +14,16 @@ window, and a record that changes mid-read cannot shift a later one out of view.
 
 from __future__ import annotations
 
+import hashlib
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -34,7 +41,8 @@ from connectors.base import (
     Window,
 )
 from connectors.errors import ConfigError, SourceDataError
-from connectors.hubspot.client import HubSpotClient, Response
+from connectors.governor import Governor, Lane, governor_for
+from connectors.hubspot.client import LANE_ALL, LANE_SEARCH, HubSpotClient, Response
 
 T = TypeVar("T")
 
@@ -42,6 +50,31 @@ T = TypeVar("T")
 #: (https://developers.hubspot.com/docs/api-reference/search/guide#limitations).
 SEARCH_PAGE_MAX = 200
 LIST_PAGE_MAX = 100
+
+#: Private-app limits per account tier: requests per 10-second window, requests per day
+#: (https://developers.hubspot.com/docs/api/usage-details). The burst limit and interval
+#: the responses announce replace the tier's once the first response is in.
+Tier = Literal["free", "starter", "professional", "enterprise"]
+TIER_LIMITS: Mapping[str, tuple[int, int]] = {
+    "free": (100, 250_000),
+    "starter": (100, 250_000),
+    "professional": (190, 650_000),
+    "enterprise": (190, 1_000_000),
+}
+BURST_INTERVAL_SECONDS = 10.0
+#: CRM search: about 5 requests per second per account, whatever the tier
+#: (https://developers.hubspot.com/docs/api-reference/search/guide#limitations); 4 keeps a
+#: request of jitter free.
+SEARCH_PER_SECOND = 4
+#: Parallel list streams. At 19 requests/s and ~0.1-0.3 s per request, 3-6 requests must be
+#: in flight to use the limit; the governor, not this number, caps the rate.
+LIST_STREAMS = 6
+#: Id ranges per stream (more, smaller ranges keep streams busy when ids are unevenly dense).
+RANGES_PER_STREAM = 4
+#: A window starting before this instant covers every record HubSpot can hold (it was
+#: founded in 2006; `lastmodifieddate` is set by HubSpot, never imported): read it whole
+#: through the list endpoint rather than search.
+FULL_LISTING_BEFORE = datetime(2006, 1, 1, tzinfo=UTC)
 
 #: HubSpot internal property names: letters, digits and underscores.
 _PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_]{1,100}$")
@@ -84,6 +117,9 @@ class HubSpotConfig(ConnectorConfig):
     default_currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     #: Deal property used as the normalised `lead_source`.
     deal_source_property: str = Field(default="hs_analytics_source", pattern=_PROPERTY_NAME.pattern)
+    #: The account's subscription tier, which sets its API rate limit (free / starter: 100
+    #: requests per 10 s; professional / enterprise: 190) until HubSpot's headers say more.
+    tier: Tier = "free"
 
     @field_validator("base_url", "app_url")
     @classmethod
@@ -157,6 +193,42 @@ class _Hit:
     result: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class _Listed:
+    """One list page: the records kept and the cursor of the next page (None: done)."""
+
+    records: list[Record]
+    after: str | None
+    #: The page ascends by id and its cursor is an id past the last one (see `_read_listed`).
+    id_cursor: bool = False
+
+
+def account_governor(config: HubSpotConfig, secrets: HubSpotSecrets) -> Governor:
+    """The process's rate governor for the HubSpot account `config` and `secrets` reach.
+
+    The account is the portal id when configured; without it, the token (a private app
+    belongs to one account), so connectors of one account with different tokens should
+    set `portal_id` to share one governor. The token is hashed, never kept as a key.
+    """
+    if config.portal_id is not None:
+        account = f"portal:{config.portal_id}"
+    else:
+        token = secrets.access_token.get_secret_value().encode()
+        account = "token:" + hashlib.sha256(token).hexdigest()
+    per_burst, daily = TIER_LIMITS[config.tier]
+
+    def make() -> Governor:
+        return Governor(
+            {
+                LANE_ALL: Lane(LANE_ALL, per_burst, BURST_INTERVAL_SECONDS),
+                LANE_SEARCH: Lane(LANE_SEARCH, SEARCH_PER_SECOND, 1.0, margin=0),
+            },
+            daily_limit=daily,
+        )
+
+    return governor_for(("hubspot", config.base_url, account), make)
+
+
 class HubSpotConnector(Connector):
     """Reads HubSpot contacts, deals and feedback submissions (survey responses)."""
 
@@ -168,11 +240,9 @@ class HubSpotConnector(Connector):
         "base_url": API_HOSTS,
         "app_url": APP_HOSTS,
     }
-    #: Default throttle for `RetryPolicy(rate_requests, rate_period_seconds)`: 4 requests
-    #: per second is at most 40 per 10 s, under half the 100 / 10 s burst limit of Free and
-    #: Starter private apps (https://developers.hubspot.com/docs/api/usage-details), and
-    #: under the CRM search endpoints' own per-second limit.
-    default_rate: ClassVar[tuple[int, float]] = (4, 1.0)
+    #: HubSpot reports archived records for 90 days only, and GDPR deletes never: the
+    #: sync service also reconciles ids against a full listing now and then.
+    reconcile_ids: ClassVar[bool] = True
     standard_raw_fields: ClassVar[Mapping[RecordKind, Mapping[str, FieldType]]] = {
         RecordKind.contact: {
             "hs_object_id": FieldType.string,
@@ -223,12 +293,14 @@ class HubSpotConnector(Connector):
         super().__init__(config, secrets, runtime)
         self.config: HubSpotConfig = config
         self.secrets: HubSpotSecrets = secrets
+        self.governor = account_governor(config, secrets)
         self._client = HubSpotClient(
             base_url=config.base_url,
             access_token=secrets.access_token.get_secret_value(),
             timeout_seconds=self.runtime.timeout_seconds,
             policy=self.runtime.host_policy(API_HOSTS),
             ca_bundle=self.runtime.ca_bundle,
+            governor=self.governor,
         )
         self._stages: dict[tuple[str, str], _Stage] | None = None
         self._stages_by_id: dict[str, _Stage] = {}
@@ -259,15 +331,25 @@ class HubSpotConnector(Connector):
     ) -> Iterator[Page]:
         """Yield `kind` records modified in `window`, then those archived in it.
 
-        Checkpoints are `{"phase": "modified", "ms", "inclusive" | "tie_after_id"}` (a
+        A window starting before `FULL_LISTING_BEFORE` reads live records through the list
+        endpoint instead of search, with checkpoints `{"phase": "list", "ranges": [[after,
+        end], ...]}` (the id ranges still to read, each from its list cursor). Other
+        checkpoints are `{"phase": "modified", "ms", "inclusive" | "tie_after_id"}` (a
         keyset position), `{"phase": "archived", "after"}` (the list endpoint's cursor) or
         `{"phase": "done"}`; resuming from any of them re-reads at most the records that
         share the checkpoint's millisecond.
         """
         self.ensure_kind(kind)
-        phase, cursor, after = self._parse_resume(resume, window)
         if kind is RecordKind.deal:
             self._load_pipelines()
+        if (resume or {}).get("phase") == "list" or (
+            not resume and window.start < FULL_LISTING_BEFORE
+        ):
+            yield from self._read_listed(kind, window, _parse_ranges(resume))
+            phase, after = "archived", None
+            yield from self._read_archived(kind, window, after)
+            return
+        phase, cursor, after = self._parse_resume(resume, window)
         if phase == "modified":
             assert cursor is not None
             yield from self._read_modified(kind, window, cursor)
@@ -352,6 +434,214 @@ class HubSpotConnector(Connector):
             if records:
                 yield Page(records, following.checkpoint())
             cursor = following
+
+    def _read_listed(
+        self, kind: RecordKind, window: Window, ranges: list[tuple[str | None, int | None]]
+    ) -> Iterator[Page]:
+        """Live records from the list endpoint, kept when modified in the window.
+
+        HubSpot documents `after` as an opaque cursor. In practice it is the id to continue
+        from and pages come in ascending id order (BEHAVIOR.md); when the first page shows
+        exactly that, the rest is split into id ranges read by parallel streams, each
+        checked page by page (ascending ids at or after its cursor). A cursor that is not
+        an id keeps the read sequential.
+        """
+        object_type = _OBJECT_TYPES[kind]
+        if ranges == [(None, None)]:
+            # The first page, alone: it shows what the cursors look like.
+            first = self._list_page(kind, window, object_type, None, None)
+            ranges = [(first.after, None)] if first.after is not None else []
+            if first.records:
+                yield Page(first.records, {"phase": "list", "ranges": _ranges_json(ranges)})
+            if not first.id_cursor:
+                yield from self._parallel(kind, window, object_type, ranges)
+                return
+        if len(ranges) == 1 and ranges[0][1] is None and _is_id(ranges[0][0]):
+            ranges = self._split(object_type, int(str(ranges[0][0])))
+        yield from self._parallel(kind, window, object_type, ranges)
+
+    def _split(self, object_type: str, start: int) -> list[tuple[str | None, int | None]]:
+        """Split ids from `start` on into ranges of some pages each (the last one open)."""
+        response = self._call(
+            partial(
+                self._client.search,
+                object_type,
+                {
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "DESCENDING"}],
+                    "properties": ["hs_object_id"],
+                    "limit": 1,
+                },
+            )
+        )
+        results, _ = _search_results(response, object_type)
+        total = response.body.get("total")
+        if not results or not isinstance(total, int) or isinstance(total, bool):
+            return [(str(start), None)]
+        raw_id = _field(results[0], "id", object_type)
+        if not isinstance(raw_id, str) or not raw_id.isdigit():
+            raise SourceDataError(f"HubSpot {object_type} result has a malformed id {raw_id!r}")
+        last = int(raw_id)
+        # Search's index lags writes: the newest ids may be missing from it, which the open
+        # last range covers.
+        pages = total // LIST_PAGE_MAX + 1
+        count = max(1, min(LIST_STREAMS * RANGES_PER_STREAM, pages // 4))
+        if last <= start or count == 1:
+            return [(str(start), None)]
+        step = max(1, (last + 1 - start) // count)
+        bounds = [start + i * step for i in range(count)]
+        return [
+            (str(low), bounds[i + 1] if i + 1 < len(bounds) else None)
+            for i, low in enumerate(bounds)
+        ]
+
+    def _parallel(
+        self,
+        kind: RecordKind,
+        window: Window,
+        object_type: str,
+        ranges: list[tuple[str | None, int | None]],
+    ) -> Iterator[Page]:
+        """Read `ranges` with up to `LIST_STREAMS` threads; yield pages as they arrive.
+
+        Each yielded page's checkpoint lists every range not finished, at the cursor after
+        its last *yielded* page: pages fetched but not yet handed over are read again after
+        a crash, never skipped.
+        """
+        if not ranges:
+            return
+        positions: dict[int, tuple[str | None, int | None]] = dict(enumerate(ranges))
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in positions:
+            todo.put(index)
+        results: queue.Queue[tuple[int, _Listed | None, BaseException | None]] = queue.Queue(
+            maxsize=LIST_STREAMS * 2
+        )
+        stop = threading.Event()
+
+        def put(item: tuple[int, _Listed | None, BaseException | None]) -> bool:
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def stream() -> None:
+            while not stop.is_set():
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                after, end = positions[index]
+                seen: set[str] = set()
+                try:
+                    while not stop.is_set():
+                        listed = self._list_page(kind, window, object_type, after, end)
+                        if listed.after is not None:
+                            if listed.after in seen:
+                                raise SourceDataError(
+                                    f"HubSpot list of {object_type} repeated paging cursor "
+                                    f"{listed.after!r}: stopping instead of looping"
+                                )
+                            seen.add(listed.after)
+                        if not put((index, listed, None)) or listed.after is None:
+                            break
+                        after = listed.after
+                except BaseException as exc:  # noqa: BLE001 - handed to the reader
+                    put((index, None, exc))
+                    return
+
+        threads = [
+            threading.Thread(target=stream, name=f"hubspot-list-{i}", daemon=True)
+            for i in range(min(LIST_STREAMS, len(ranges)))
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while positions:
+                index, listed, error = results.get()
+                if error is not None:
+                    raise error
+                assert listed is not None
+                if listed.after is None:
+                    del positions[index]
+                else:
+                    positions[index] = (listed.after, positions[index][1])
+                if listed.records:
+                    checkpoint = {
+                        "phase": "list",
+                        "ranges": _ranges_json([positions[i] for i in sorted(positions)]),
+                    }
+                    yield Page(listed.records, checkpoint)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+
+    def _list_page(
+        self,
+        kind: RecordKind,
+        window: Window,
+        object_type: str,
+        after: str | None,
+        end: int | None,
+    ) -> _Listed:
+        """One list page of live records from `after`, cut at id `end` (exclusive).
+
+        `after` None with the returned `after` None means the range is finished.
+        """
+        response = self._call(
+            partial(
+                self._client.list_page,
+                object_type,
+                limit=self._page_size(LIST_PAGE_MAX),
+                after=after,
+                properties=self._properties(kind),
+                archived=False,
+            )
+        )
+        results = response.body.get("results")
+        if not isinstance(results, list):
+            raise SourceDataError(f"HubSpot list of {object_type} has no results array")
+        hits = [_hit(r, _MODIFIED_PROPERTY[kind], object_type) for r in results]
+        next_after = _next_after(response, object_type)
+        if after is not None and next_after == after:
+            raise SourceDataError(
+                f"HubSpot list of {object_type} repeated paging cursor {after!r}: "
+                "stopping instead of looping"
+            )
+        if _is_id(after) or end is not None:
+            # Id ranges are only sound while pages come in ascending id order from the
+            # cursor on: anything else stops the run rather than losing records silently.
+            floor = int(str(after)) if after is not None else 0
+            ids = [h.id for h in hits]
+            if ids != sorted(set(ids)) or (ids and ids[0] < floor):
+                raise SourceDataError(
+                    f"HubSpot list of {object_type} from cursor {after!r} is not in ascending "
+                    "id order from the cursor on: cannot read it in id ranges"
+                )
+            if next_after is not None and (
+                not _is_id(next_after) or (ids and int(next_after) <= ids[-1])
+            ):
+                raise SourceDataError(
+                    f"HubSpot list of {object_type} gave cursor {next_after!r} after id "
+                    f"{ids[-1] if ids else floor}: cannot read it in id ranges"
+                )
+        if end is not None:
+            past = [h for h in hits if h.id >= end]
+            hits = [h for h in hits if h.id < end]
+            if past or (next_after is not None and int(next_after) >= end):
+                next_after = None
+        ids = [h.id for h in hits]
+        # The cursor continues from an id when pages ascend by id and it lies past the last.
+        id_cursor = (
+            _is_id(next_after)
+            and ids == sorted(set(ids))
+            and (not ids or int(str(next_after)) > ids[-1])
+        )
+        records = _in_window([self._record(kind, h) for h in hits], window)
+        return _Listed(records, next_after, id_cursor)
 
     def _read_archived(self, kind: RecordKind, window: Window, after: str | None) -> Iterator[Page]:
         """Archived records from the list endpoint, kept when `archivedAt` is in the window."""
@@ -538,6 +828,34 @@ class HubSpotConnector(Connector):
 
 
 # ---------------------------------------------------------------------- module helpers
+
+
+def _is_id(value: str | None) -> bool:
+    return value is not None and value.isdigit() and len(value) <= 20
+
+
+def _ranges_json(ranges: list[tuple[str | None, int | None]]) -> list[list[Any]]:
+    return [[after, end] for after, end in ranges]
+
+
+def _parse_ranges(resume: Mapping[str, Any] | None) -> list[tuple[str | None, int | None]]:
+    """The id ranges a `{"phase": "list"}` checkpoint leaves to read ([(None, None)]: all)."""
+    if not resume:
+        return [(None, None)]
+    raw = resume.get("ranges")
+    if not isinstance(raw, list):
+        raise ConfigError("HubSpot resume checkpoint has no list ranges")
+    ranges: list[tuple[str | None, int | None]] = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ConfigError("HubSpot resume checkpoint has a malformed list range")
+        after, end = item
+        if not isinstance(after, str) or not after:
+            raise ConfigError("HubSpot resume checkpoint has a malformed list cursor")
+        if end is not None and (not isinstance(end, int) or isinstance(end, bool)):
+            raise ConfigError("HubSpot resume checkpoint has a malformed list range end")
+        ranges.append((after, end))
+    return ranges
 
 
 def _ceil_ms(moment: datetime) -> int:
