@@ -5,6 +5,7 @@ the documented delays across processes. Time is the injected clock, never slept.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -313,13 +314,36 @@ def test_given_two_processes_when_one_writes_then_the_other_sees_it_within_the_c
     url, params = TREE
     etag = second_process.get(url, params=params).headers["etag"]
     check_in(client, made["a"]["id"], 70)
-    # OKR_PROGRESS_VERSION_CHECK_SECONDS (1 s): the other process may answer from its
-    # cache until then, never after.
+    # OKR_PROGRESS_VERSION_CHECK_SECONDS (1 s): the other process answers from its cache
+    # until then; past it, the first read starts a check in the background and may still
+    # get the old answer; from twice the delay on, never.
     assert _poll(second_process, url, params, etag).status_code == 304
+    clock.now += timedelta(seconds=1)
+    assert _poll(second_process, url, params, etag).status_code in (200, 304)
     clock.now += timedelta(seconds=1)
     changed = _poll(second_process, url, params, etag)
     assert changed.status_code == 200
     assert changed.headers["etag"] == client.get(url, params=params).headers["etag"]
+
+
+def test_given_a_check_due_when_polled_from_memory_then_one_background_check_refreshes_it(
+    client: TestClient, second_process: TestClient, clock: FrozenClock
+) -> None:
+    made = _setup(client)
+    url, params = TREE
+    first = second_process.get(url, params=params)
+    etag = first.headers["etag"]
+    assert _poll(second_process, url, params, etag).status_code == 304  # now in memory
+    check_in(client, made["a"]["id"], 70)
+    clock.now += timedelta(seconds=1.5)
+    # Answered from memory (the old tag) while the check runs, then the new tag.
+    seen = [_poll(second_process, url, params, etag).status_code]
+    deadline = time.monotonic() + 10  # real time: the check runs on the app's own loop
+    while seen[-1] == 304 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        seen.append(_poll(second_process, url, params, etag).status_code)
+    assert seen[0] == 304
+    assert seen[-1] == 200, "the background check never refreshed the workspace's version"
 
 
 def test_given_a_token_revoked_elsewhere_when_polling_then_it_stops_within_the_cache_delay(
