@@ -72,10 +72,9 @@ class Settings(BaseSettings):
     #: takes effect here within this delay; through this process, at once. 0: no cache.
     token_cache_seconds: float = Field(default=5.0, ge=0)
     #: A process serving cached progress asks the database whether the workspace changed
-    #: at most this often (in the background for reads answered from memory, which keep
-    #: the previous answer until it returns, up to twice this delay): a change written by
-    #: another process (a sync worker, another API worker) shows within about this delay,
-    #: never more than twice it; one written by this process, at once. 0: every read.
+    #: at most this often (polled reads renew it in the background ahead of the delay): a
+    #: change written by another process (a sync worker, another API worker) shows within
+    #: this delay; one written by this process, at once. 0: ask on every read.
     progress_version_check_seconds: float = Field(default=1.0, ge=0)
     #: Log lines as JSON objects (`json`), as text (`text`), or JSON unless stderr is a
     #: terminal (`auto`).

@@ -111,6 +111,33 @@ def cached_principal(token: str, now: datetime, cache_seconds: float) -> Princip
     return hit.principal
 
 
+#: Share of a cached resolution's life after which a polled read renews it in the
+#: background (`refresh_due`), so that it never runs out under steady polling.
+REFRESH_AHEAD = 0.75
+
+
+def refresh_due(token: str, now: datetime, cache_seconds: float) -> bool:
+    """Whether `token`'s cached resolution should be renewed in the background now: it
+    is most of the way to `cache_seconds`, or its last use is due to be recorded. Renewed
+    ahead, a polled token never waits for its lookup; a revocation elsewhere still takes
+    effect within `cache_seconds`, as an entry is never used beyond it."""
+    hit = _resolved.get(hash_token(token))
+    if hit is None:
+        return False
+    age = (now - hit.resolved_at).total_seconds()
+    return age >= REFRESH_AHEAD * cache_seconds or now - hit.last_used_at >= LAST_USED_AHEAD
+
+
+def forget(token: str) -> None:
+    """Drop `token`'s cached resolution (a renewal found it revoked, expired or gone)."""
+    _resolved.pop(hash_token(token), None)
+
+
+#: A renewal records the token's use once its last recorded use is this old, before the
+#: cache has to stop answering for it (LAST_USED_RESOLUTION).
+LAST_USED_AHEAD = LAST_USED_RESOLUTION / 2
+
+
 def _cache_seconds() -> float:
     from service.settings import get_settings
 
@@ -118,17 +145,23 @@ def _cache_seconds() -> float:
 
 
 def authenticate(
-    session: Session, token: str | None, now: datetime, cache_seconds: float | None = None
+    session: Session,
+    token: str | None,
+    now: datetime,
+    cache_seconds: float | None = None,
+    *,
+    renew: bool = False,
 ) -> Principal:
     """The principal of a bearer token; 401 when missing, unknown, revoked or expired.
 
     Resolutions are reused for `cache_seconds` (default `OKR_TOKEN_CACHE_SECONDS`), so a
     polling dashboard costs no token query per request; 0 looks every request up.
+    `renew` looks it up even when cached (a background renewal, `refresh_due`).
     """
     if not token:
         raise UnauthorizedError("a bearer token is required (Authorization: Bearer <token>)")
     ttl = _cache_seconds() if cache_seconds is None else cache_seconds
-    cached = cached_principal(token, now, ttl) if ttl > 0 else None
+    cached = cached_principal(token, now, ttl) if ttl > 0 and not renew else None
     if cached is not None:
         return cached
     token_hash = hash_token(token)
@@ -139,7 +172,8 @@ def authenticate(
         raise UnauthorizedError("this token was revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise UnauthorizedError("this token has expired")
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+    record_after = LAST_USED_AHEAD if renew else LAST_USED_RESOLUTION
+    if row.last_used_at is None or now - row.last_used_at >= record_after:
         row.last_used_at = now
         session.commit()
     assert row.id is not None

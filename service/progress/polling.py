@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -31,10 +31,19 @@ from sqlmodel import Session, col, select
 
 from service.admission import Admission
 from service.auth.models import Role
-from service.auth.service import Principal, authenticate, cached_principal, enforce_rate, require
+from service.auth.service import (
+    REFRESH_AHEAD,
+    Principal,
+    authenticate,
+    cached_principal,
+    enforce_rate,
+    forget,
+    refresh_due,
+    require,
+)
 from service.clock import Clock
 from service.deps import XWorkspace, bearer
-from service.errors import NotFoundError, RateLimitedError
+from service.errors import NotFoundError, RateLimitedError, UnauthorizedError
 from service.http_cache import Representation, representation, respond
 from service.okr.models import KeyResult, Objective, Team
 from service.okr.service import find_period, get_owned
@@ -141,9 +150,9 @@ class ProgressCache:
             found = await self._once(("token", token), self._authenticate, token, now)
         return found
 
-    def _authenticate(self, token: str | None, now: datetime) -> Principal:
+    def _authenticate(self, token: str | None, now: datetime, renew: bool = False) -> Principal:
         with Session(self.engine) as session:
-            return authenticate(session, token, now, self.settings.token_cache_seconds)
+            return authenticate(session, token, now, self.settings.token_cache_seconds, renew=renew)
 
     async def workspace(self, scope: PollScope, now: datetime) -> _WorkspaceRef:
         """The workspace the request acts in, as `deps.ViewerWorkspace` resolves it."""
@@ -164,20 +173,30 @@ class ProgressCache:
             and self._local.get(ref.id, 0) == ref.local_tick
         )
 
-    def _revalidating(self, key: tuple[Any, ...], ref: _WorkspaceRef, now: datetime) -> bool:
-        """Whether `ref`, due for a check but checked less than two check delays ago and
-        unchanged by this process since, may still answer while one background lookup
-        refreshes it. Without this, every connection polling the workspace waited for the
-        lookup once per delay: that wait was the whole p99 of a polled read under load."""
+    def _refresh_ahead(self, key: tuple[Any, ...], ref: _WorkspaceRef, now: datetime) -> None:
+        """Start one background check of a current `ref` most of the way to its check
+        delay, so that steady polling finds it renewed and never waits for the lookup
+        (every polling connection waiting for it once a second was the p99 of a polled
+        read under load); a read past the delay still waits for a check, as before."""
         age = (now - ref.checked_at).total_seconds()
-        delay = self.settings.progress_version_check_seconds
-        if not (0 <= age < 2 * delay and self._local.get(ref.id, 0) == ref.local_tick):
-            return False
-        if ("workspace", key) not in self._pending:
-            task = asyncio.ensure_future(self._refresh(key, now))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return True
+        if age >= REFRESH_AHEAD * self.settings.progress_version_check_seconds:
+            self._in_background(("workspace", key), self._refresh(key, now))
+
+    def _in_background(self, key: Hashable, work: Coroutine[Any, Any, None]) -> None:
+        if key in self._pending:
+            work.close()
+            return
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _renew_token(self, token: str, now: datetime) -> None:
+        try:
+            await self._once(("token", token), self._authenticate, token, now, True)
+        except UnauthorizedError:
+            forget(token)  # revoked or expired meanwhile: refused from the next read on
+        except Exception:  # noqa: BLE001 (a read past the cache delay looks it up again)
+            log.debug("background token renewal failed", exc_info=True)
 
     async def _refresh(self, key: tuple[Any, ...], now: datetime) -> None:
         try:
@@ -229,7 +248,7 @@ class ProgressCache:
             return None
         key = _workspace_key(principal, x_workspace)
         ref = self._workspaces.get(key)
-        if ref is None or not (self._current(ref, now) or self._revalidating(key, ref, now)):
+        if ref is None or not self._current(ref, now):
             return None
         if principal.workspace_id is not None and x_workspace and x_workspace != ref.slug:
             return None
@@ -245,6 +264,9 @@ class ProgressCache:
             enforce_rate(limiter, self.settings.rate_limit_requests_per_minute, principal, now)
         except RateLimitedError:
             return None
+        self._refresh_ahead(key, ref, now)
+        if refresh_due(token, now, ttl):
+            self._in_background(("token", token), self._renew_token(token, now))
         self.memory_hits += 1
         return built.found, ref.slug
 
