@@ -493,7 +493,13 @@ def test_a_failed_sync_shows_a_banner_with_the_last_good_sync(
             config = connector["config"] | {"reject_credentials": True}
             patched = client.patch(f"/connectors/{connector['id']}", json={"config": config})
             assert patched.status_code == 200, patched.text
-            run = client.post(f"/connectors/{connector['id']}/sync").json()
+            queued = client.post(f"/connectors/{connector['id']}/sync")
+            assert queued.status_code == 202, queued.text
+            run = queued.json()
+            deadline = time.monotonic() + 60  # the server's own worker runs it
+            while run["status"] in ("queued", "running") and time.monotonic() < deadline:
+                time.sleep(0.2)
+                run = client.get(f"/runs/{run['id']}").json()
             assert run["status"] == "failed", run
             connector = client.get(f"/connectors/{connector['id']}").json()
         assert connector["last_success_at"] is not None
