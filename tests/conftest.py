@@ -33,6 +33,17 @@ FROZEN_NOW = datetime(2026, 7, 2, 12, 0, tzinfo=UTC)
 WALL_CLOCK_ENV = "OKR_TEST_WALL_CLOCK"
 
 
+def suite_wall_clock() -> str | None:
+    """Where a subprocess's wall clock must start for it to agree with this process's:
+    the suite's moved clock as it reads now (it has been ticking since `--wall-clock` put
+    it there, minutes ago by the time a test starts a worker), or None when not moved.
+    Starting subprocesses at the original instant put them minutes behind the test, so
+    rows the test stamped "now" were in their future."""
+    if not os.environ.get(WALL_CLOCK_ENV):
+        return None
+    return datetime.now(UTC).isoformat()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--wall-clock",

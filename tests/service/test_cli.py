@@ -27,7 +27,7 @@ from service.cli import ExitCode
 from service.sync.models import Connector
 from service.sync.secrets import plain
 from service.workspaces.models import Workspace
-from tests.conftest import TEST_SECRET_KEY, WALL_CLOCK_ENV
+from tests.conftest import TEST_SECRET_KEY, suite_wall_clock
 from tests.connectors.hubspot.harness import HubSpotHarness
 from tests.factories import CREATED_AT
 from tests.harnesses import open_harness
@@ -42,7 +42,7 @@ TIMEOUT_S = 120.0
 def _command() -> list[str]:
     """`okr-sync`, under `tests.wallclock` when the suite's wall clock is moved (a
     subprocess does not inherit time-machine)."""
-    wall_clock = os.environ.get(WALL_CLOCK_ENV)
+    wall_clock = suite_wall_clock()
     if wall_clock:
         return [sys.executable, "-m", "tests.wallclock", wall_clock]
     return [sys.executable, "-m", "service.cli"]

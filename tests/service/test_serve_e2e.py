@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import WALL_CLOCK_ENV
+from tests.conftest import suite_wall_clock
 
 API = "/api/v1"
 DEMO = {"X-Workspace": "tartempion"}
@@ -50,7 +50,7 @@ def serving(
 ) -> Iterator[tuple[str, str | None]]:
     """Run `okr-sync serve` on a port the OS picks until it is ready; yield its base URL;
     stop it whatever happens. `settings`: extra `OKR_*` environment variables."""
-    wall_clock = wall_clock or os.environ.get(WALL_CLOCK_ENV)
+    wall_clock = wall_clock or suite_wall_clock()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
     env["OKR_DATABASE_URL"] = database_url
     env.update(settings or {})

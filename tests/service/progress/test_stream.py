@@ -34,11 +34,11 @@ from service.okr.models import CheckInCreate, KeyResult
 from service.progress.stream import Subscriber, end_streams
 from tests.conftest import (
     FROZEN_NOW,
-    WALL_CLOCK_ENV,
     FrozenClock,
     bearer,
     issue_token,
     make_settings,
+    suite_wall_clock,
 )
 from tests.factories import (
     API,
@@ -579,7 +579,7 @@ def test_given_okr_sync_serve_when_it_stops_then_its_streams_end_and_it_exits_at
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own console script
-            [*_command(os.environ.get(WALL_CLOCK_ENV)), "serve", "--port", "0"],
+            [*_command(suite_wall_clock()), "serve", "--port", "0"],
             cwd=tmp_path,
             env=env,
             stdout=out,

@@ -24,7 +24,7 @@ from service.sync import secrets as secret_store
 from service.sync.engine import INTERRUPTED
 from service.sync.models import Connector, RunStatus, SyncedRecord, SyncRun, SyncState
 from service.workspaces.models import Workspace
-from tests.conftest import PG_URL, TEST_SECRET_KEY, WALL_CLOCK_ENV, make_settings
+from tests.conftest import PG_URL, TEST_SECRET_KEY, make_settings, suite_wall_clock
 from tests.connectors.hubspot.harness import GOOD_TOKEN, HubSpotHarness, make_harness
 from tests.fakes.hubspot import Fault, on_path
 from tests.service.sync.test_engine import assert_equals_source
@@ -107,7 +107,7 @@ def workers(tmp_path: Path, database_url: str, **extra: str) -> Iterator[Any]:
     def start() -> subprocess.Popen[bytes]:
         log = (tmp_path / f"worker-{len(started)}.log").open("wb")
         process = subprocess.Popen(  # noqa: S603 - our own console script
-            [*_command(os.environ.get(WALL_CLOCK_ENV)), "worker"],
+            [*_command(suite_wall_clock()), "worker"],
             cwd=tmp_path,
             env=env,
             stdout=log,
@@ -281,7 +281,7 @@ def test_given_serve_syncing_from_a_silent_vendor_when_sigterm_then_it_hands_bac
         log = tmp_path / "serve.log"
         with log.open("wb") as out:
             server = subprocess.Popen(  # noqa: S603 - our own console script
-                [*_command(os.environ.get(WALL_CLOCK_ENV)), "serve", "--port", "0"],
+                [*_command(suite_wall_clock()), "serve", "--port", "0"],
                 cwd=tmp_path,
                 env=env,
                 stdout=out,
