@@ -86,12 +86,12 @@ async def _load(base: str, token: str, urls: list[str], manual: int, connector: 
     failures: list[str] = []
     probes: list[tuple[str, float]] = []
     stop_at = time.monotonic() + LOAD_SECONDS
-    # Idle connections are dropped before the server's keep-alive timeout (uvicorn: 5 s),
-    # as browsers do: a request on a connection the server is closing meanwhile is the
-    # client's race to retry, not an unanswered request.
-    limits = httpx.Limits(
-        max_connections=CLIENTS + 10, max_keepalive_connections=CLIENTS + 10, keepalive_expiry=2.0
-    )
+    # A new connection per request. On a kept-alive one, the server may close it as idle
+    # (uvicorn: 5 s after the last response) just as the client sends its next request, a
+    # race that HTTP/1.1 leaves to clients to retry (RFC 9112, 9.3.1) and httpx does not:
+    # a client whose event loop runs 300 dashboards lags seconds behind the server, and CI
+    # saw one such reset. Without reuse, a failed request is the server's fault alone.
+    limits = httpx.Limits(max_connections=CLIENTS + 10, max_keepalive_connections=0)
     timeout = httpx.Timeout(120.0)
 
     async with httpx.AsyncClient(
