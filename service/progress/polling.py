@@ -63,6 +63,12 @@ from service.workspaces.models import Workspace
 MAX_ENTRIES = 10_000
 #: Fields left out of the ETag: a sync that changes no value only moves these.
 UNTAGGED = ("last_synced_at",)
+#: When a background check finds another process's change, the representations read in
+#: this many seconds are built again before the new version is published (the others
+#: are built by the next read that needs them).
+REBUILD_READ_WITHIN_SECONDS = 120.0
+#: At most this many per workspace and change: a bound on the background work.
+REBUILD_MAX = 256
 
 Build = Callable[[Session, Workspace, datetime, Horizon], BaseModel]
 T = TypeVar("T")
@@ -81,11 +87,15 @@ class _WorkspaceRef:
     local_tick: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Built:
     version: int
     until: datetime | None
     found: Representation
+    #: How it was built, to build it again ahead of the reads (`_refresh`).
+    build: Build
+    #: When a read last used it (set by the reads, without a lock: a plain store).
+    read_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +209,51 @@ class ProgressCache:
             log.debug("background token renewal failed", exc_info=True)
 
     async def _refresh(self, key: tuple[Any, ...], now: datetime) -> None:
+        """Check the workspace's version in the background; when another process changed
+        it, build the representations in use again *before* publishing the new version,
+        so the reads keep answering from memory (the previous bytes, within the check
+        delay) instead of all waiting for the builds (which were the p99 of a polled
+        period tree while a worker synced)."""
         try:
-            self._workspaces[key] = await self._once(("workspace", key), self._look_up, key, now)
+            before = self._workspaces.get(key)
+            # Read now: a build meanwhile may move the reference's version on (`serve`).
+            version = before.version if before is not None else None
+            ref = await self._once(("workspace", key), self._look_up, key, now)
+            if before is not None and before.id == ref.id and ref.version > (version or 0):
+                await self._rebuild(ref, version or 0, now)
+            self._workspaces[key] = ref
         except Exception:  # noqa: BLE001 (the next read past the delay looks up and answers it)
             log.debug("background workspace check failed", exc_info=True)
+
+    async def _rebuild(self, ref: _WorkspaceRef, version: int, now: datetime) -> None:
+        """Build again the representations of `ref`'s workspace read recently and built at
+        `version` or before (one a previous rebuild missed). Each is stored as it is built:
+        a read takes bytes at least as new as its reference, so storing early is safe."""
+        recent = now.timestamp() - REBUILD_READ_WITHIN_SECONDS
+        due = [
+            (resource, built.build)
+            for (workspace_id, resource), built in list(self._built.items())
+            if workspace_id == ref.id
+            and built.version <= version
+            and built.read_at.timestamp() >= recent
+        ][:REBUILD_MAX]
+        results = await asyncio.gather(
+            *(
+                self._once(
+                    ("build", ref.id, ref.version, resource),
+                    self._build,
+                    ref.id,
+                    resource,
+                    build,
+                    now,
+                )
+                for resource, build in due
+            ),
+            return_exceptions=True,  # gone meanwhile: the next read answers the error
+        )
+        for result in results:
+            if isinstance(result, _Built):
+                ref.version = max(ref.version, result.version)
 
     def _look_up(self, key: tuple[Any, ...], now: datetime) -> _WorkspaceRef:
         tick = self._local
@@ -255,7 +306,7 @@ class ProgressCache:
         built = self._built.get((ref.id, resource))
         if (
             built is None
-            or built.version != ref.version
+            or built.version < ref.version
             or (built.until is not None and now >= built.until)
         ):
             return None
@@ -268,6 +319,7 @@ class ProgressCache:
         if refresh_due(token, now, ttl):
             self._in_background(("token", token), self._renew_token(token, now))
         self.memory_hits += 1
+        built.read_at = now
         return built.found, ref.slug
 
     async def serve(
@@ -280,7 +332,7 @@ class ProgressCache:
         built = self._built.get((ref.id, resource))
         if (
             built is None
-            or built.version != ref.version
+            or built.version < ref.version
             or (built.until is not None and now >= built.until)
         ):
             built = await self._once(
@@ -288,7 +340,10 @@ class ProgressCache:
             )
             # A build may have seen a newer version than the reference: adopt it, or every
             # read until the next check would build again.
-            ref.version = max(ref.version, built.version)
+        # Bytes at least as new as the reference's version are current (versions only
+        # grow; a background rebuild stores them before it publishes the version).
+        ref.version = max(ref.version, built.version)
+        built.read_at = now
         return respond(request, built.found)
 
     def _build(
@@ -303,7 +358,7 @@ class ProgressCache:
                 raise NotFoundError("workspace", str(workspace_id), field="X-Workspace")
             horizon = Horizon()
             payload = build(session, ws, now, horizon)
-        built = _Built(version, horizon.until, representation(payload, UNTAGGED))
+        built = _Built(version, horizon.until, representation(payload, UNTAGGED), build, now)
         if len(self._built) >= MAX_ENTRIES:
             self._built.clear()
         self._built[(workspace_id, resource)] = built

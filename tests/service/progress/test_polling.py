@@ -344,6 +344,34 @@ def test_given_a_check_nearly_due_when_polled_from_memory_then_a_background_chec
     assert seen[-1] == 200, "the background check never refreshed the workspace's version"
 
 
+def test_given_a_change_elsewhere_when_the_background_check_finds_it_then_reads_stay_in_memory(
+    client: TestClient, second_process: TestClient, clock: FrozenClock
+) -> None:
+    from service.progress.polling import cache_of
+
+    made = _setup(client)
+    url, params = TREE
+    kr_url = f"{API}/key-results/{made['a']['id']}/progress"
+    tree_tag = second_process.get(url, params=params).headers["etag"]
+    kr_tag = second_process.get(kr_url).headers["etag"]
+    cache = cache_of(second_process.app.state)  # type: ignore[attr-defined]
+    check_in(client, made["a"]["id"], 70)  # another process writes
+    clock.now += timedelta(seconds=0.8)  # the background check is due
+    assert _poll(second_process, url, params, tree_tag).status_code == 304
+    deadline = time.monotonic() + 10  # real time: the check runs on the app's own loop
+    while cache._background and time.monotonic() < deadline:
+        time.sleep(0.005)
+    # The check found the change and built both representations again before publishing
+    # it: the next reads answer the new bytes from memory, none waits for a build.
+    hits = cache.memory_hits
+    tree = _poll(second_process, url, params, tree_tag)
+    progress = _poll(second_process, kr_url, {}, kr_tag)
+    assert (tree.status_code, progress.status_code) == (200, 200)
+    assert cache.memory_hits == hits + 2, "a read waited for a build"
+    assert progress.json()["value"] == 70
+    assert tree.headers["etag"] == client.get(url, params=params).headers["etag"]
+
+
 def test_given_a_token_revoked_elsewhere_when_polling_then_it_stops_within_the_cache_delay(
     client: TestClient, engine: Engine, clock: FrozenClock
 ) -> None:
