@@ -37,6 +37,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.sync_throughput import fresh_pg  # noqa: E402 (after the path is set)
+
 OKR_SYNC = Path(sys.executable).parent / "okr-sync"
 KEY = "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oS1MXFcA="
 TOKEN = "pat-na1-0b1e2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
@@ -73,24 +76,6 @@ def env_for(database_url: str, **extra: str) -> dict[str, str]:
         | extra
     )
     return env
-
-
-def fresh_pg(url: str, name: str) -> str:
-    from sqlalchemy import make_url, text
-
-    from service import db
-    from service.settings import Settings
-
-    base = make_url(Settings(database_url=url).database_url)
-    admin = db.make_engine(
-        base.set(database="postgres").render_as_string(hide_password=False),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
 
 
 def pct(values: list[float], q: float) -> float:

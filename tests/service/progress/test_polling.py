@@ -307,6 +307,24 @@ def second_process(database_url: str, clock: FrozenClock) -> Iterator[TestClient
     other_engine.dispose()
 
 
+def _revoke_elsewhere(engine: Engine, name: str, at: datetime) -> None:
+    """As `okr-sync tokens revoke` in another process: no ORM event reaches this one."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(ApiToken.__table__)  # type: ignore[attr-defined]
+            .where(ApiToken.__table__.c.name == name)  # type: ignore[attr-defined]
+            .values(revoked_at=at)
+        )
+
+
+def _background_done(cache: Any) -> None:
+    """Waits (real time, at most 10 s) for the cache's background renewals and rebuilds:
+    they run on the app's own event loop."""
+    deadline = time.monotonic() + 10
+    while cache._background and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_given_two_processes_when_one_writes_then_the_other_sees_it_within_the_check_delay(
     client: TestClient, second_process: TestClient, clock: FrozenClock
 ) -> None:
@@ -358,9 +376,7 @@ def test_given_a_change_elsewhere_when_the_background_check_finds_it_then_reads_
     check_in(client, made["a"]["id"], 70)  # another process writes
     clock.now += timedelta(seconds=0.8)  # the background check is due
     assert _poll(second_process, url, params, tree_tag).status_code == 304
-    deadline = time.monotonic() + 10  # real time: the check runs on the app's own loop
-    while cache._background and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _background_done(cache)
     # The check found the change and built both representations again before publishing
     # it: the next reads answer the new bytes from memory, none waits for a build.
     hits = cache.memory_hits
@@ -379,13 +395,7 @@ def test_given_a_token_revoked_elsewhere_when_polling_then_it_stops_within_the_c
     token = issue_token(engine, name="dashboard")
     url, params = TREE
     assert client.get(url, params=params, headers=bearer(token)).status_code == 200
-    # As `okr-sync tokens revoke` in another process: no ORM event reaches this one.
-    with engine.begin() as conn:
-        conn.execute(
-            update(ApiToken.__table__)  # type: ignore[attr-defined]
-            .where(ApiToken.__table__.c.name == "dashboard")  # type: ignore[attr-defined]
-            .values(revoked_at=clock.now)
-        )
+    _revoke_elsewhere(engine, "dashboard", clock.now)
     assert client.get(url, params=params, headers=bearer(token)).status_code == 200
     clock.now += timedelta(seconds=5)  # OKR_TOKEN_CACHE_SECONDS
     assert client.get(url, params=params, headers=bearer(token)).status_code == 401
@@ -473,12 +483,7 @@ def test_given_steady_polling_when_the_token_cache_nears_its_delay_then_it_is_re
     url, params = TREE
     assert client.get(url, params=params, headers=bearer(token)).status_code == 200
     clock.now += timedelta(seconds=4)  # past three quarters of OKR_TOKEN_CACHE_SECONDS (5)
-    with engine.begin() as conn:  # revoked elsewhere: no ORM event reaches this process
-        conn.execute(
-            update(ApiToken.__table__)  # type: ignore[attr-defined]
-            .where(ApiToken.__table__.c.name == "dashboard")  # type: ignore[attr-defined]
-            .values(revoked_at=clock.now)
-        )
+    _revoke_elsewhere(engine, "dashboard", clock.now)
     # The background renewal finds the revocation before the cache delay ran out.
     assert _until(client, url, params, token, 401) == 401
 
@@ -502,6 +507,4 @@ def test_given_steady_polling_when_the_token_is_renewed_ahead_then_memory_keeps_
         headers = bearer(token) | {"If-None-Match": etag}
         assert client.get(url, params=params, headers=headers).status_code == 304
         assert cache.memory_hits == hits + 1, "a polled read waited for a lookup"
-        deadline = time.monotonic() + 10  # the renewals run on the app's loop: let them end
-        while cache._background and time.monotonic() < deadline:
-            time.sleep(0.005)
+        _background_done(cache)
