@@ -200,6 +200,28 @@ def db_dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
+def run_to_end(
+    client: Any,
+    queued: httpx.Response,
+    headers: dict[str, str] | None = None,
+    timeout_seconds: float = 60,
+) -> dict[str, Any]:
+    """The run that `POST /connectors/{id}/sync` queued (202 + Location), polled at its
+    Location until it is no longer queued or running (a real server's own worker runs it),
+    or `timeout_seconds` of real time."""
+    import time
+
+    assert queued.status_code == 202, (queued.status_code, queued.text)
+    run: dict[str, Any] = queued.json()
+    # Location is a path from the server's root; the client's base URL may carry one.
+    location = str(client.base_url.join(queued.headers["Location"]))
+    deadline = time.monotonic() + timeout_seconds
+    while run["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        run = client.get(location, headers=headers).json()
+    return run
+
+
 def sync_over_api(
     client: Any, connector_id: int, headers: dict[str, str] | None = None
 ) -> httpx.Response:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.factories import run_to_end
 from tests.service.test_serve_e2e import serving
 
 #: In CI (`.ci/run` sets OKR_REQUIRE_BROWSER) these tests must run: nothing skips there.
@@ -493,13 +494,7 @@ def test_a_failed_sync_shows_a_banner_with_the_last_good_sync(
             config = connector["config"] | {"reject_credentials": True}
             patched = client.patch(f"/connectors/{connector['id']}", json={"config": config})
             assert patched.status_code == 200, patched.text
-            queued = client.post(f"/connectors/{connector['id']}/sync")
-            assert queued.status_code == 202, queued.text
-            run = queued.json()
-            deadline = time.monotonic() + 60  # the server's own worker runs it
-            while run["status"] in ("queued", "running") and time.monotonic() < deadline:
-                time.sleep(0.2)
-                run = client.get(f"/runs/{run['id']}").json()
+            run = run_to_end(client, client.post(f"/connectors/{connector['id']}/sync"))
             assert run["status"] == "failed", run
             connector = client.get(f"/connectors/{connector['id']}").json()
         assert connector["last_success_at"] is not None
