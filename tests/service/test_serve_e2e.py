@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,17 @@ def _command(wall_clock: str | None) -> list[str]:
     return [sys.executable, "-m", "service.cli"]
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running `okr-sync serve`: its base URL, the demo's admin token when this start
+    loaded the demo, the process and its log."""
+
+    base: str
+    token: str | None
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
 @contextmanager
 def serving(
     tmp_path: Path,
@@ -48,8 +60,20 @@ def serving(
     wall_clock: str | None = None,
     settings: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, str | None]]:
-    """Run `okr-sync serve` on a port the OS picks until it is ready; yield its base URL;
-    stop it whatever happens. `settings`: extra `OKR_*` environment variables."""
+    """Run `okr-sync serve` on a port the OS picks until it is ready; yield its base URL
+    and the demo's token; stop it whatever happens. `settings`: extra `OKR_*` variables."""
+    with served_process(tmp_path, database_url, wall_clock, settings) as served:
+        yield served.base, served.token
+
+
+@contextmanager
+def served_process(
+    tmp_path: Path,
+    database_url: str,
+    wall_clock: str | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Served]:
+    """`serving`, yielding the process too (for a test that signals it itself)."""
     wall_clock = wall_clock or suite_wall_clock()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
     env["OKR_DATABASE_URL"] = database_url
@@ -89,7 +113,7 @@ def serving(
                 time.sleep(0.2)
             # The demo's admin token is printed once, at the start that loads it.
             token = DEMO_TOKEN.search(log.read_text())
-            yield base, token.group(1) if token else None
+            yield Served(base, token.group(1) if token else None, process, log)
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown

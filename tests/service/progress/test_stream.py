@@ -7,10 +7,8 @@ same token and workspace rules as the polled reads."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +36,6 @@ from tests.conftest import (
     bearer,
     issue_token,
     make_settings,
-    suite_wall_clock,
 )
 from tests.factories import (
     API,
@@ -51,7 +48,7 @@ from tests.factories import (
     ok,
 )
 from tests.fakes.server import serve
-from tests.service.test_serve_e2e import DEMO_TOKEN, LISTENING, REPO, STARTUP_TIMEOUT_S, _command
+from tests.service.test_serve_e2e import served_process
 
 STREAM = f"{API}/stream"
 #: Short, so that readers wake often (they stop at the next line) and pings are seen.
@@ -567,54 +564,30 @@ def test_given_a_server_that_stops_then_its_streams_end_and_new_ones_are_refused
 def test_given_okr_sync_serve_when_it_stops_then_its_streams_end_and_it_exits_at_once(
     tmp_path: Path,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OKR_")}
-    env |= {
-        "OKR_DATABASE_URL": f"sqlite:///{tmp_path / 'okr-sync.db'}",
+    settings = {
         # Far longer than the test waits: exiting in time means the streams were ended,
         # not cut when the grace period ran out.
         "OKR_SHUTDOWN_GRACE_SECONDS": "60",
         "OKR_STREAM_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     }
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own console script
-            [*_command(suite_wall_clock()), "serve", "--port", "0"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        base = None
-        while base is None or httpx.get(f"{base}/readyz", timeout=2).status_code != 200:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            found = LISTENING.search(log.read_text())
-            base = found.group(1) if found else None
-            time.sleep(0.2)
-        token = DEMO_TOKEN.search(log.read_text())
-        assert token is not None
-        reader = Reader(base, bearer(token.group(1)) | {"X-Workspace": "tartempion"})
+    database = f"sqlite:///{tmp_path / 'okr-sync.db'}"
+    with served_process(tmp_path, database, settings=settings) as served:
+        assert served.token is not None
+        reader = Reader(served.base, bearer(served.token) | {"X-Workspace": "tartempion"})
         try:
             # The demo's key results (none if the wall clock crossed into a new year
             # since the demo was loaded for the year it started in).
             reader.snapshot()
             assert reader.next().name == "tree"
-            process.send_signal(signal.SIGINT)
+            served.process.send_signal(signal.SIGINT)
             assert reader.ended.wait(10)
             assert reader.ended_cleanly
         finally:
-            if process.poll() is None and not reader.ended.is_set():
-                process.kill()
+            if served.process.poll() is None and not reader.ended.is_set():
+                served.process.kill()
             reader.close()
-        assert process.wait(timeout=20) == 0
-        assert "Exception in ASGI application" not in log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=15)
+        assert served.process.wait(timeout=20) == 0
+        assert "Exception in ASGI application" not in served.log.read_text()
 
 
 def test_given_a_slow_client_when_its_queue_overflows_then_it_is_sent_a_snapshot_instead() -> None:
