@@ -77,6 +77,9 @@ RANGES_PER_STREAM = 4
 #: through the list endpoint rather than search.
 FULL_LISTING_BEFORE = datetime(2006, 1, 1, tzinfo=UTC)
 
+#: The one property an id listing asks for (every object has it; HubSpot adds `createdate`
+#: and the last-modified stamp to any property list).
+ID_PROPERTY = "hs_object_id"
 #: HubSpot internal property names: letters, digits and underscores.
 _PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -204,6 +207,8 @@ class _Listed:
     id_cursor: bool = False
     #: Records of the page that could not be normalised (left out, reported in the run).
     skipped: tuple[Skipped, ...] = ()
+    #: The page's record ids, when listing ids only (`read_ids`; `records` is then empty).
+    ids: tuple[str, ...] = ()
 
 
 def account_governor(config: HubSpotConfig, secrets: HubSpotSecrets) -> Governor:
@@ -348,7 +353,9 @@ class HubSpotConnector(Connector):
         if (resume or {}).get("phase") == "list" or (
             not resume and window.start < FULL_LISTING_BEFORE
         ):
-            yield from self._read_listed(kind, window, _parse_ranges(resume))
+            for listed, checkpoint in self._read_listed(kind, window, _parse_ranges(resume)):
+                if listed.records or listed.skipped:
+                    yield Page(listed.records, checkpoint, listed.skipped)
             phase, after = "archived", None
             yield from self._read_archived(kind, window, after)
             return
@@ -359,6 +366,21 @@ class HubSpotConnector(Connector):
             phase, after = "archived", None
         if phase == "archived":
             yield from self._read_archived(kind, window, after)
+
+    def read_ids(self, kind: RecordKind) -> Iterator[list[str]]:
+        """Ids of every live `kind` record through the list endpoint's parallel id ranges,
+        asking for `hs_object_id` alone: HubSpot adds only `createdate` and the
+        last-modified stamp to it (BEHAVIOR.md), instead of every property `read` needs."""
+        self.ensure_kind(kind)
+        return self._read_ids(kind)
+
+    def _read_ids(self, kind: RecordKind) -> Iterator[list[str]]:
+        everything = Window(_EPOCH, datetime.max.replace(tzinfo=UTC))
+        for listed, _checkpoint in self._read_listed(
+            kind, everything, [(None, None)], ids_only=True
+        ):
+            if listed.ids:
+                yield list(listed.ids)
 
     def record_url(self, kind: RecordKind, source_id: str) -> str | None:
         """Link to a contact or deal in HubSpot's web app when `portal_id` is configured."""
@@ -441,9 +463,15 @@ class HubSpotConnector(Connector):
             cursor = following
 
     def _read_listed(
-        self, kind: RecordKind, window: Window, ranges: list[tuple[str | None, int | None]]
-    ) -> Iterator[Page]:
-        """Live records from the list endpoint, kept when modified in the window.
+        self,
+        kind: RecordKind,
+        window: Window,
+        ranges: list[tuple[str | None, int | None]],
+        *,
+        ids_only: bool = False,
+    ) -> Iterator[tuple[_Listed, dict[str, Any]]]:
+        """Live records from the list endpoint, kept when modified in the window (or, with
+        `ids_only`, the ids of all of them), each page with its checkpoint.
 
         HubSpot documents `after` as an opaque cursor. In practice it is the id to continue
         from and pages come in ascending id order (BEHAVIOR.md); when the first page shows
@@ -454,20 +482,15 @@ class HubSpotConnector(Connector):
         object_type = _OBJECT_TYPES[kind]
         if ranges == [(None, None)]:
             # The first page, alone: it shows what the cursors look like.
-            first = self._list_page(kind, window, object_type, None, None)
+            first = self._list_page(kind, window, object_type, None, None, ids_only)
             ranges = [(first.after, None)] if first.after is not None else []
-            if first.records or first.skipped:
-                yield Page(
-                    first.records,
-                    {"phase": "list", "ranges": _ranges_json(ranges)},
-                    first.skipped,
-                )
+            yield first, {"phase": "list", "ranges": _ranges_json(ranges)}
             if not first.id_cursor:
-                yield from self._parallel(kind, window, object_type, ranges)
+                yield from self._parallel(kind, window, object_type, ranges, ids_only)
                 return
         if len(ranges) == 1 and ranges[0][1] is None and _is_id(ranges[0][0]):
             ranges = self._split(object_type, int(str(ranges[0][0])))
-        yield from self._parallel(kind, window, object_type, ranges)
+        yield from self._parallel(kind, window, object_type, ranges, ids_only)
 
     def _split(self, object_type: str, start: int) -> list[tuple[str | None, int | None]]:
         """Split ids from `start` on into ranges of some pages each (the last one open)."""
@@ -509,7 +532,8 @@ class HubSpotConnector(Connector):
         window: Window,
         object_type: str,
         ranges: list[tuple[str | None, int | None]],
-    ) -> Iterator[Page]:
+        ids_only: bool,
+    ) -> Iterator[tuple[_Listed, dict[str, Any]]]:
         """Read `ranges` with up to `LIST_STREAMS` threads; yield pages as they arrive.
 
         Each yielded page's checkpoint lists every range not finished, at the cursor after
@@ -546,7 +570,7 @@ class HubSpotConnector(Connector):
                 seen: set[str] = set()
                 try:
                     while not stop.is_set():
-                        listed = self._list_page(kind, window, object_type, after, end)
+                        listed = self._list_page(kind, window, object_type, after, end, ids_only)
                         if listed.after is not None:
                             if listed.after in seen:
                                 raise SourceDataError(
@@ -577,12 +601,11 @@ class HubSpotConnector(Connector):
                     del positions[index]
                 else:
                     positions[index] = (listed.after, positions[index][1])
-                if listed.records or listed.skipped:
-                    checkpoint = {
-                        "phase": "list",
-                        "ranges": _ranges_json([positions[i] for i in sorted(positions)]),
-                    }
-                    yield Page(listed.records, checkpoint, listed.skipped)
+                checkpoint = {
+                    "phase": "list",
+                    "ranges": _ranges_json([positions[i] for i in sorted(positions)]),
+                }
+                yield listed, checkpoint
         finally:
             stop.set()
             for thread in threads:
@@ -595,10 +618,12 @@ class HubSpotConnector(Connector):
         object_type: str,
         after: str | None,
         end: int | None,
+        ids_only: bool = False,
     ) -> _Listed:
         """One list page of live records from `after`, cut at id `end` (exclusive).
 
-        `after` None with the returned `after` None means the range is finished.
+        `after` None with the returned `after` None means the range is finished. With
+        `ids_only` the page asks for `hs_object_id` alone and carries ids, not records.
         """
         response = self._call(
             partial(
@@ -606,7 +631,7 @@ class HubSpotConnector(Connector):
                 object_type,
                 limit=self._page_size(LIST_PAGE_MAX),
                 after=after,
-                properties=self._properties(kind),
+                properties=[ID_PROPERTY] if ids_only else self._properties(kind),
                 archived=False,
             )
         )
@@ -651,6 +676,10 @@ class HubSpotConnector(Connector):
             and ids == sorted(set(ids))
             and (not ids or int(str(next_after)) > ids[-1])
         )
+        if ids_only:
+            # A record whose stamp is unreadable still exists: its id is listed too.
+            every = sorted([h.id for h in hits] + [i for i, _s in unplaced])
+            return _Listed([], next_after, id_cursor, ids=tuple(str(i) for i in every))
         records, skipped = self._normalise(kind, hits, window)
         return _Listed(records, next_after, id_cursor, tuple(s for _i, s in unplaced) + skipped)
 
