@@ -294,6 +294,12 @@ class Connector(ABC):
         checkpoint from an earlier page of the same window, reading continues after it.
         """
 
+    def read_ids(self, kind: RecordKind) -> Iterator[list[str]] | None:  # noqa: ARG002
+        """Batches of the ids of every `kind` record live at the source now (for id
+        reconciliation), read without the records' other fields; None when the vendor's
+        API cannot list ids alone, and reconciliation reads whole records instead."""
+        return None
+
     def record_url(self, kind: RecordKind, source_id: str) -> str | None:  # noqa: ARG002
         """A link to the record in the vendor's UI, for explanations; None if unknown."""
         return None

@@ -38,9 +38,10 @@ from connectors.base import (
     Record,
     RecordKind,
     Runtime,
+    Skipped,
     Window,
 )
-from connectors.errors import ConfigError, SourceDataError
+from connectors.errors import ConfigError, RecordDataError, SourceDataError
 from connectors.governor import Governor, Lane, governor_for
 from connectors.hubspot.client import LANE_ALL, LANE_SEARCH, HubSpotClient, Response
 
@@ -76,6 +77,9 @@ RANGES_PER_STREAM = 4
 #: through the list endpoint rather than search.
 FULL_LISTING_BEFORE = datetime(2006, 1, 1, tzinfo=UTC)
 
+#: The one property an id listing asks for (every object has it; HubSpot adds `createdate`
+#: and the last-modified stamp to any property list).
+ID_PROPERTY = "hs_object_id"
 #: HubSpot internal property names: letters, digits and underscores.
 _PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -201,6 +205,10 @@ class _Listed:
     after: str | None
     #: The page ascends by id and its cursor is an id past the last one (see `_read_listed`).
     id_cursor: bool = False
+    #: Records of the page that could not be normalised (left out, reported in the run).
+    skipped: tuple[Skipped, ...] = ()
+    #: The page's record ids, when listing ids only (`read_ids`; `records` is then empty).
+    ids: tuple[str, ...] = ()
 
 
 def account_governor(config: HubSpotConfig, secrets: HubSpotSecrets) -> Governor:
@@ -345,7 +353,9 @@ class HubSpotConnector(Connector):
         if (resume or {}).get("phase") == "list" or (
             not resume and window.start < FULL_LISTING_BEFORE
         ):
-            yield from self._read_listed(kind, window, _parse_ranges(resume))
+            for listed, checkpoint in self._read_listed(kind, window, _parse_ranges(resume)):
+                if listed.records or listed.skipped:
+                    yield Page(listed.records, checkpoint, listed.skipped)
             phase, after = "archived", None
             yield from self._read_archived(kind, window, after)
             return
@@ -356,6 +366,21 @@ class HubSpotConnector(Connector):
             phase, after = "archived", None
         if phase == "archived":
             yield from self._read_archived(kind, window, after)
+
+    def read_ids(self, kind: RecordKind) -> Iterator[list[str]]:
+        """Ids of every live `kind` record through the list endpoint's parallel id ranges,
+        asking for `hs_object_id` alone: HubSpot adds only `createdate` and the
+        last-modified stamp to it (BEHAVIOR.md), instead of every property `read` needs."""
+        self.ensure_kind(kind)
+        return self._read_ids(kind)
+
+    def _read_ids(self, kind: RecordKind) -> Iterator[list[str]]:
+        everything = Window(_EPOCH, datetime.max.replace(tzinfo=UTC))
+        for listed, _checkpoint in self._read_listed(
+            kind, everything, [(None, None)], ids_only=True
+        ):
+            if listed.ids:
+                yield list(listed.ids)
 
     def record_url(self, kind: RecordKind, source_id: str) -> str | None:
         """Link to a contact or deal in HubSpot's web app when `portal_id` is configured."""
@@ -387,20 +412,22 @@ class HubSpotConnector(Connector):
         end_ms = _ceil_ms(window.end)
         limit = self._page_size(SEARCH_PAGE_MAX)
         properties = self._properties(kind)
+        # A record without a readable stamp cannot be placed on the keyset, so it may come
+        # back on several pages: it is reported once.
+        reported: set[str] = set()
         while cursor.ms < end_ms:
             body = _search_body(cursor, modified, end_ms, limit, properties)
             response = self._call(partial(self._client.search, object_type, body))
             results, more = _search_results(response, object_type)
-            hits = [
-                hit
-                for hit in (_hit(r, modified, object_type) for r in results)
-                if _matches(hit, cursor, end_ms)
-            ]
+            parsed, unplaced = _hits(results, modified, object_type)
+            hits = [hit for hit in parsed if _matches(hit, cursor, end_ms)]
+            fresh = tuple(s for _id, s in unplaced if s.source_id not in reported)
+            reported.update(s.source_id for s in fresh)
             if cursor.after_id is None:
                 if not more:
-                    records = _in_window([self._record(kind, h) for h in hits], window)
-                    if records:
-                        yield Page(records, {"phase": "archived", "after": None})
+                    records, skipped = self._normalise(kind, hits, window)
+                    if records or skipped or fresh:
+                        yield Page(records, {"phase": "archived", "after": None}, fresh + skipped)
                     return
                 if not hits:
                     raise SourceDataError(
@@ -430,15 +457,21 @@ class HubSpotConnector(Connector):
                 raise SourceDataError(
                     f"HubSpot search of {object_type} did not advance past {cursor.checkpoint()}"
                 )
-            records = _in_window([self._record(kind, h) for h in done], window)
-            if records:
-                yield Page(records, following.checkpoint())
+            records, skipped = self._normalise(kind, done, window)
+            if records or skipped or fresh:
+                yield Page(records, following.checkpoint(), fresh + skipped)
             cursor = following
 
     def _read_listed(
-        self, kind: RecordKind, window: Window, ranges: list[tuple[str | None, int | None]]
-    ) -> Iterator[Page]:
-        """Live records from the list endpoint, kept when modified in the window.
+        self,
+        kind: RecordKind,
+        window: Window,
+        ranges: list[tuple[str | None, int | None]],
+        *,
+        ids_only: bool = False,
+    ) -> Iterator[tuple[_Listed, dict[str, Any]]]:
+        """Live records from the list endpoint, kept when modified in the window (or, with
+        `ids_only`, the ids of all of them), each page with its checkpoint.
 
         HubSpot documents `after` as an opaque cursor. In practice it is the id to continue
         from and pages come in ascending id order (BEHAVIOR.md); when the first page shows
@@ -449,16 +482,15 @@ class HubSpotConnector(Connector):
         object_type = _OBJECT_TYPES[kind]
         if ranges == [(None, None)]:
             # The first page, alone: it shows what the cursors look like.
-            first = self._list_page(kind, window, object_type, None, None)
+            first = self._list_page(kind, window, object_type, None, None, ids_only)
             ranges = [(first.after, None)] if first.after is not None else []
-            if first.records:
-                yield Page(first.records, {"phase": "list", "ranges": _ranges_json(ranges)})
+            yield first, {"phase": "list", "ranges": _ranges_json(ranges)}
             if not first.id_cursor:
-                yield from self._parallel(kind, window, object_type, ranges)
+                yield from self._parallel(kind, window, object_type, ranges, ids_only)
                 return
         if len(ranges) == 1 and ranges[0][1] is None and _is_id(ranges[0][0]):
             ranges = self._split(object_type, int(str(ranges[0][0])))
-        yield from self._parallel(kind, window, object_type, ranges)
+        yield from self._parallel(kind, window, object_type, ranges, ids_only)
 
     def _split(self, object_type: str, start: int) -> list[tuple[str | None, int | None]]:
         """Split ids from `start` on into ranges of some pages each (the last one open)."""
@@ -500,7 +532,8 @@ class HubSpotConnector(Connector):
         window: Window,
         object_type: str,
         ranges: list[tuple[str | None, int | None]],
-    ) -> Iterator[Page]:
+        ids_only: bool,
+    ) -> Iterator[tuple[_Listed, dict[str, Any]]]:
         """Read `ranges` with up to `LIST_STREAMS` threads; yield pages as they arrive.
 
         Each yielded page's checkpoint lists every range not finished, at the cursor after
@@ -537,7 +570,7 @@ class HubSpotConnector(Connector):
                 seen: set[str] = set()
                 try:
                     while not stop.is_set():
-                        listed = self._list_page(kind, window, object_type, after, end)
+                        listed = self._list_page(kind, window, object_type, after, end, ids_only)
                         if listed.after is not None:
                             if listed.after in seen:
                                 raise SourceDataError(
@@ -568,12 +601,11 @@ class HubSpotConnector(Connector):
                     del positions[index]
                 else:
                     positions[index] = (listed.after, positions[index][1])
-                if listed.records:
-                    checkpoint = {
-                        "phase": "list",
-                        "ranges": _ranges_json([positions[i] for i in sorted(positions)]),
-                    }
-                    yield Page(listed.records, checkpoint)
+                checkpoint = {
+                    "phase": "list",
+                    "ranges": _ranges_json([positions[i] for i in sorted(positions)]),
+                }
+                yield listed, checkpoint
         finally:
             stop.set()
             for thread in threads:
@@ -586,10 +618,12 @@ class HubSpotConnector(Connector):
         object_type: str,
         after: str | None,
         end: int | None,
+        ids_only: bool = False,
     ) -> _Listed:
         """One list page of live records from `after`, cut at id `end` (exclusive).
 
-        `after` None with the returned `after` None means the range is finished.
+        `after` None with the returned `after` None means the range is finished. With
+        `ids_only` the page asks for `hs_object_id` alone and carries ids, not records.
         """
         response = self._call(
             partial(
@@ -597,14 +631,14 @@ class HubSpotConnector(Connector):
                 object_type,
                 limit=self._page_size(LIST_PAGE_MAX),
                 after=after,
-                properties=self._properties(kind),
+                properties=[ID_PROPERTY] if ids_only else self._properties(kind),
                 archived=False,
             )
         )
         results = response.body.get("results")
         if not isinstance(results, list):
             raise SourceDataError(f"HubSpot list of {object_type} has no results array")
-        hits = [_hit(r, _MODIFIED_PROPERTY[kind], object_type) for r in results]
+        hits, unplaced = _hits(results, _MODIFIED_PROPERTY[kind], object_type)
         next_after = _next_after(response, object_type)
         if after is not None and next_after == after:
             raise SourceDataError(
@@ -631,6 +665,8 @@ class HubSpotConnector(Connector):
         if end is not None:
             past = [h for h in hits if h.id >= end]
             hits = [h for h in hits if h.id < end]
+            # Ids from `end` on belong to the next range, which reports them.
+            unplaced = [(i, s) for i, s in unplaced if i < end]
             if past or (next_after is not None and int(next_after) >= end):
                 next_after = None
         ids = [h.id for h in hits]
@@ -640,8 +676,12 @@ class HubSpotConnector(Connector):
             and ids == sorted(set(ids))
             and (not ids or int(str(next_after)) > ids[-1])
         )
-        records = _in_window([self._record(kind, h) for h in hits], window)
-        return _Listed(records, next_after, id_cursor)
+        if ids_only:
+            # A record whose stamp is unreadable still exists: its id is listed too.
+            every = sorted([h.id for h in hits] + [i for i, _s in unplaced])
+            return _Listed([], next_after, id_cursor, ids=tuple(str(i) for i in every))
+        records, skipped = self._normalise(kind, hits, window)
+        return _Listed(records, next_after, id_cursor, tuple(s for _i, s in unplaced) + skipped)
 
     def _read_archived(self, kind: RecordKind, window: Window, after: str | None) -> Iterator[Page]:
         """Archived records from the list endpoint, kept when `archivedAt` is in the window."""
@@ -664,16 +704,28 @@ class HubSpotConnector(Connector):
             if not isinstance(results, list):
                 raise SourceDataError(f"HubSpot list of archived {object_type} has no results")
             records: list[Record] = []
+            skipped: list[Skipped] = []
             for result in results:
-                archived_at = _datetime(_field(result, "archivedAt", object_type), "archivedAt")
+                raw_id = _id(result, object_type)
+                try:
+                    archived_at = _datetime(_field(result, "archivedAt", object_type), "archivedAt")
+                except SourceDataError as exc:
+                    error = RecordDataError(
+                        raw_id, f"HubSpot archived {object_type} {raw_id}: {exc.message}"
+                    )
+                    skipped.append(Skipped.of(error))
+                    continue
                 if archived_at is None or archived_at not in window:
                     continue
-                hit = _hit(result, _MODIFIED_PROPERTY[kind], object_type)
-                records.append(self._record(kind, hit, archived_at=archived_at))
+                try:
+                    hit = _hit(result, _MODIFIED_PROPERTY[kind], object_type)
+                    records.append(self._record(kind, hit, archived_at=archived_at))
+                except RecordDataError as exc:
+                    skipped.append(Skipped.of(exc))
             next_after = _next_after(response, object_type)
             if next_after is None:
-                if records:
-                    yield Page(records, {"phase": "done"})
+                if records or skipped:
+                    yield Page(records, {"phase": "done"}, tuple(skipped))
                 return
             if next_after == after or next_after in seen:
                 raise SourceDataError(
@@ -682,8 +734,8 @@ class HubSpotConnector(Connector):
                 )
             seen.add(next_after)
             after = next_after
-            if records:
-                yield Page(records, {"phase": "archived", "after": after})
+            if records or skipped:
+                yield Page(records, {"phase": "archived", "after": after}, tuple(skipped))
 
     def _parse_resume(
         self, resume: Mapping[str, Any] | None, window: Window
@@ -759,6 +811,22 @@ class HubSpotConnector(Connector):
             is_closed = True
         return is_closed, is_won
 
+    def _normalise(
+        self, kind: RecordKind, hits: list[_Hit], window: Window
+    ) -> tuple[list[Record], tuple[Skipped, ...]]:
+        """The records of `hits` modified in `window`; those that cannot be normalised are
+        left out and returned as skipped, so one bad record never loses its page."""
+        records: list[Record] = []
+        skipped: list[Skipped] = []
+        for hit in hits:
+            if hit.modified_at not in window:
+                continue
+            try:
+                records.append(self._record(kind, hit))
+            except RecordDataError as exc:
+                skipped.append(Skipped.of(exc))
+        return records, tuple(skipped)
+
     def _record(
         self,
         kind: RecordKind,
@@ -815,9 +883,11 @@ class HubSpotConnector(Connector):
                 **common,
             )
         except SourceDataError as exc:
-            raise SourceDataError(f"HubSpot {kind.value} {hit.id}: {exc.message}") from None
+            raise RecordDataError(
+                str(hit.id), f"HubSpot {kind.value} {hit.id}: {exc.message}"
+            ) from None
         except ValueError as exc:
-            raise SourceDataError(f"HubSpot {kind.value} {hit.id}: {exc}") from None
+            raise RecordDataError(str(hit.id), f"HubSpot {kind.value} {hit.id}: {exc}") from None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -921,21 +991,44 @@ def _field(result: Any, name: str, object_type: str) -> Any:
     return result.get(name)
 
 
-def _hit(result: Any, modified: str, object_type: str) -> _Hit:
+def _id(result: Any, object_type: str) -> str:
+    """A result's record id; without a usable one the page cannot be read (SourceDataError)."""
     raw_id = _field(result, "id", object_type)
     if not isinstance(raw_id, str) or not raw_id.isdigit():
         raise SourceDataError(f"HubSpot {object_type} result has a malformed id {raw_id!r}")
+    return raw_id
+
+
+def _hits(
+    results: list[Any], modified: str, object_type: str
+) -> tuple[list[_Hit], list[tuple[int, Skipped]]]:
+    """Parse a page's results; those with an id but no readable stamp are returned apart
+    (id, skip) instead of failing the page."""
+    hits: list[_Hit] = []
+    unplaced: list[tuple[int, Skipped]] = []
+    for result in results:
+        try:
+            hits.append(_hit(result, modified, object_type))
+        except RecordDataError as exc:
+            unplaced.append((int(exc.source_id), Skipped.of(exc)))
+    return hits, unplaced
+
+
+def _hit(result: Any, modified: str, object_type: str) -> _Hit:
+    """Parse one result: SourceDataError without a usable id, RecordDataError when the
+    record has one but no readable properties or last-modified stamp."""
+    raw_id = _id(result, object_type)
     props = result.get("properties")
     if not isinstance(props, dict):
-        raise SourceDataError(f"HubSpot {object_type} {raw_id} has no properties object")
+        raise RecordDataError(raw_id, f"HubSpot {object_type} {raw_id} has no properties object")
     try:
         modified_at = _datetime(props.get(modified), modified) or _datetime(
             result.get("updatedAt"), "updatedAt"
         )
     except SourceDataError as exc:
-        raise SourceDataError(f"HubSpot {object_type} {raw_id}: {exc.message}") from None
+        raise RecordDataError(raw_id, f"HubSpot {object_type} {raw_id}: {exc.message}") from None
     if modified_at is None:
-        raise SourceDataError(f"HubSpot {object_type} {raw_id} has no {modified}")
+        raise RecordDataError(raw_id, f"HubSpot {object_type} {raw_id} has no {modified}")
     ms = (modified_at - _EPOCH) // _MS
     return _Hit(int(raw_id), ms, modified_at, result)
 
@@ -946,10 +1039,6 @@ def _matches(hit: _Hit, cursor: _Cursor, end_ms: int) -> bool:
         return hit.ms == cursor.ms and hit.id > cursor.after_id
     low_ok = hit.ms >= cursor.ms if cursor.inclusive else hit.ms > cursor.ms
     return low_ok and hit.ms < end_ms
-
-
-def _in_window(records: list[Record], window: Window) -> list[Record]:
-    return [r for r in records if r.modified_at in window]
 
 
 def _datetime(value: Any, name: str) -> datetime | None:

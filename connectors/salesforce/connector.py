@@ -391,6 +391,116 @@ class SalesforceConnector(Connector):
             # The same checkpoint again: a resume re-reads the (idempotent) delete log.
             yield Page(deleted, checkpoint=last)
 
+    def read_ids(self, kind: RecordKind) -> Iterator[list[str]]:
+        """Ids of every live `kind` record (the configured filters applied), selecting `Id`
+        alone: over REST (`/query`, which leaves out the Recycle Bin) in `Id` order, or as
+        one Bulk API 2.0 `query` job above `bulk_threshold` or when REST times out."""
+        self.ensure_kind(kind)
+        return self._read_ids(kind)
+
+    def _read_ids(self, kind: RecordKind) -> Iterator[list[str]]:
+        threshold = self._cfg.bulk_threshold
+        if threshold is not None:
+            count_soql = self._id_soql(kind, None, select="COUNT()", ordered=False, live_only=True)
+            try:
+                large = self._call(partial(self._client.count, count_soql)) > threshold
+            except QueryTimeoutError:
+                large = True
+            if large:
+                yield from self._read_ids_bulk(kind)
+                return
+        try:
+            yield from self._read_ids_rest(kind)
+        except QueryTimeoutError:
+            # Ids already yielded are listed again: the caller collects a set.
+            yield from self._read_ids_bulk(kind)
+
+    def _read_ids_rest(self, kind: RecordKind) -> Iterator[list[str]]:
+        batch_size = self._batch_size()
+        last: str | None = None
+
+        def first_batch() -> QueryBatch:
+            soql = self._id_soql(kind, last, select="Id")
+            return self._call(
+                partial(self._client.query, soql, include_deleted=False, batch_size=batch_size)
+            )
+
+        batch = first_batch()
+        while True:
+            ids = [_id_of(raw, kind) for raw in batch.records]
+            if ids:
+                last = ids[-1]
+                yield ids
+            if batch.done or batch.next_records_url is None:
+                return
+            try:
+                batch = self._call(
+                    partial(self._client.query_more, batch.next_records_url, batch_size=batch_size)
+                )
+            except QueryLocatorExpiredError:
+                # The cursor died; `Id` order lets the listing go on after the last id.
+                batch = first_batch()
+
+    def _read_ids_bulk(self, kind: RecordKind) -> Iterator[list[str]]:
+        # `query`, not `queryAll`: records in the Recycle Bin are not live.
+        soql = self._id_soql(kind, None, select="Id", ordered=False)
+        job_id = self._call(
+            partial(self._client.bulk_create_query_job, soql, include_deleted=False)
+        )
+        self._wait_for_job(job_id)
+        locator: str | None = None
+        while True:
+            results = self._call(
+                partial(
+                    self._client.bulk_results,
+                    job_id,
+                    locator=locator,
+                    max_records=self._cfg.bulk_page_size,
+                )
+            )
+            if "Id" not in results.header:
+                raise SourceDataError(f"Salesforce Bulk API results of job {job_id} have no Id")
+            column = results.header.index("Id")
+            ids = [row[column] for row in results.rows if len(row) > column and row[column]]
+            if ids:
+                yield ids
+            if results.locator is None:
+                return
+            locator = results.locator
+
+    def _id_soql(
+        self,
+        kind: RecordKind,
+        after_id: str | None,
+        *,
+        select: str,
+        ordered: bool = True,
+        live_only: bool = False,
+    ) -> str:
+        """SOQL listing `kind` by `Id` under the configured filters only (no window)."""
+        clauses, values = self._filter_clauses(kind)
+        if live_only:
+            clauses.insert(0, "IsDeleted = false")
+        if after_id is not None:
+            clauses.append("Id > {after_id}")
+            values["after_id"] = after_id
+        template = "SELECT {select:literal} FROM {sobject:literal}"
+        if clauses:
+            template += " WHERE " + " AND ".join(clauses)
+        if ordered:
+            template += " ORDER BY Id"
+        return format_query(template, select=select, sobject=_OBJECTS[kind], **values)
+
+    def _filter_clauses(self, kind: RecordKind) -> tuple[list[str], dict[str, Any]]:
+        """The configured filters of `kind` as SOQL clauses with their (escaped) values."""
+        clauses: list[str] = []
+        values: dict[str, Any] = {}
+        for i, (name, value) in enumerate(sorted(self._cfg.filters.get(kind, {}).items())):
+            # `name` passed the API-name check; the value is escaped by format_soql.
+            clauses.append(f"{name} {'IN' if isinstance(value, list) else '='} {{f{i}}}")
+            values[f"f{i}"] = value
+        return clauses, values
+
     def _read_modified(
         self,
         kind: RecordKind,
@@ -671,10 +781,9 @@ class SalesforceConnector(Connector):
                 "(SystemModstamp > {after_ts} OR (SystemModstamp = {after_ts} AND Id > {after_id}))"
             )
             values["after_ts"], values["after_id"] = after
-        for i, (name, value) in enumerate(sorted(self._cfg.filters.get(kind, {}).items())):
-            # `name` passed the API-name check; the value is escaped by format_soql.
-            clauses.append(f"{name} {'IN' if isinstance(value, list) else '='} {{f{i}}}")
-            values[f"f{i}"] = value
+        filters, filter_values = self._filter_clauses(kind)
+        clauses += filters
+        values.update(filter_values)
         template = "SELECT {select:literal} FROM {sobject:literal} WHERE " + " AND ".join(clauses)
         if ordered:
             template += (
@@ -752,6 +861,13 @@ class SalesforceConnector(Connector):
 
 
 # --------------------------------------------------------------------------------- helpers
+
+
+def _id_of(raw: Mapping[str, Any], kind: RecordKind) -> str:
+    source_id = raw.get("Id")
+    if not isinstance(source_id, str) or not source_id:
+        raise SourceDataError(f"Salesforce {_OBJECTS[kind]} id listing row without an Id")
+    return source_id
 
 
 def _ceil_second(moment: datetime) -> datetime:

@@ -310,6 +310,32 @@ def upsert_page(
     return counts
 
 
+def _restore_listed(
+    session: Session, connector_id: int, kind: RecordKind, listed: set[str], now: datetime
+) -> int:
+    """Bring back stored tombstones of `kind` whose id an id listing holds; how many."""
+    conn = session.connection()
+    tombstones = conn.execute(
+        select(RECORD.c.source_id).where(
+            RECORD.c.connector_id == connector_id,
+            RECORD.c.kind == kind.value,
+            RECORD.c.deleted.is_(True),
+        )
+    )
+    back = [source_id for (source_id,) in tombstones if source_id in listed]
+    for i in range(0, len(back), 5000):
+        conn.execute(
+            update(RECORD)
+            .where(
+                RECORD.c.connector_id == connector_id,
+                RECORD.c.kind == kind.value,
+                RECORD.c.source_id.in_(back[i : i + 5000]),
+            )
+            .values(deleted=False, synced_at=now)
+        )
+    return len(back)
+
+
 def refresh_planner_statistics(session: Session) -> None:
     """On PostgreSQL, ANALYZE the record table while a large window loads.
 
@@ -913,20 +939,33 @@ class SyncEngine:
     ) -> Counts:
         """Tombstone stored records the vendor no longer lists (it never reports deletes).
 
-        The full listing is upserted on the way, which also restores a record a previous
-        reconciliation tombstoned by mistake.
+        Where the vendor's API lists ids alone (`read_ids`), only ids are read, and a
+        listed id stored as a tombstone is live again (the listing proves it exists).
+        Otherwise the full listing is upserted on the way, which also restores a record a
+        previous reconciliation tombstoned by mistake.
         """
         assert row.id is not None
         counts = Counts()
         listed: set[str] = set()
-        for page in vendor.read(kind, Window(BEGINNING, now)):
-            listed.update(r.source_id.replace("\x00", "") for r in page.records if not r.deleted)
-            # A record that could not be normalised still exists at the source.
-            listed.update(s.source_id for s in page.skipped)
-            counts.add(upsert_page(session, row, kind, page.records, now, restore_equal=True))
-            self._renew(session, row.id)
-            session.commit()
-            self._check_stopping()
+        id_batches = vendor.read_ids(kind)
+        if id_batches is not None:
+            for ids in id_batches:
+                listed.update(source_id.replace("\x00", "") for source_id in ids)
+                self._renew(session, row.id)
+                session.commit()
+                self._check_stopping()
+            counts.updated += _restore_listed(session, row.id, kind, listed, now)
+        else:
+            for page in vendor.read(kind, Window(BEGINNING, now)):
+                listed.update(
+                    r.source_id.replace("\x00", "") for r in page.records if not r.deleted
+                )
+                # A record that could not be normalised still exists at the source.
+                listed.update(s.source_id for s in page.skipped)
+                counts.add(upsert_page(session, row, kind, page.records, now, restore_equal=True))
+                self._renew(session, row.id)
+                session.commit()
+                self._check_stopping()
         conn = session.connection()
         live = conn.execute(
             select(RECORD.c.source_id).where(

@@ -198,12 +198,16 @@ class FakeObject:
     searchable_ms: int = 0
     #: The version search serves until this one is searchable (None: not found at all).
     indexed: FakeObject | None = None
+    #: Property values served as given, computed ones included (`FakeHubSpot.corrupt`).
+    served_as: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tie = (self.id * 2_654_435_761) % 2**32
 
     def value(self, object_type: str, name: str) -> str | None:
         """A property's current value, including the ones HubSpot computes itself."""
+        if name in self.served_as:
+            return self.served_as[name]
         if name == "hs_object_id":
             return str(self.id)
         if name == MODIFIED_PROPERTY[object_type]:
@@ -478,6 +482,14 @@ class FakeHubSpot:
             stamp = at_ms if at_ms is not None else self.tick()
             obj.archived_ms = stamp
             obj.updated_ms = stamp
+
+    def corrupt(self, object_type: str, object_id: int, name: str, value: str) -> None:
+        """Serve property `name` of one record as `value` (even a computed one such as
+        `createdate`), where filters and sorts still use the true value: a record whose
+        field the connector cannot read, in an otherwise sound page."""
+        with self._lock:
+            self.objects[object_type][object_id].served_as[name] = value
+            self._version += 1
 
     def gdpr_delete(self, object_type: str, object_id: int) -> None:
         """Delete a record for good (GDPR delete): no archived copy is left to list."""

@@ -455,14 +455,15 @@ def test_given_feedback_submissions_when_reading_then_survey_responses_carry_sco
     assert record.raw["hs_survey_channel"] == "EMAIL"
 
 
-def test_given_a_score_outside_0_to_10_when_reading_then_source_data_error_names_the_record(
+def test_given_a_score_outside_0_to_10_when_reading_then_the_record_is_skipped_by_id(
     hubspot: HubSpotHarness,
 ) -> None:
     bad = hubspot.fake.add(
         "feedback_submissions", {**feedback_properties(1, CLOCK_START_MS), "hs_value": "42"}
     )
-    with pytest.raises(SourceDataError, match=str(bad.id)):
-        read_records(hubspot.connector(), RecordKind.survey_response)
+    pages = read_pages(hubspot.connector(), RecordKind.survey_response)
+    assert [r for p in pages for r in p.records] == []
+    assert [s.source_id for p in pages for s in p.skipped] == [str(bad.id)]
 
 
 def test_given_a_portal_id_when_asking_for_record_urls_then_hubspot_app_links_are_built(
@@ -624,13 +625,17 @@ def test_given_a_malformed_page_when_reading_then_source_data_error(
     assert sleeps == []
 
 
-def test_given_a_result_without_its_modified_stamp_when_reading_then_source_data_error(
+def test_given_a_result_without_its_modified_stamp_when_reading_then_it_is_skipped_by_id(
     hubspot: HubSpotHarness,
 ) -> None:
     body = {"total": 1, "results": [{"id": "7", "properties": {"email": "x@example.com"}}]}
     hubspot.fake.inject(Fault(when=on_path("/search"), status=200, body=body))
-    with pytest.raises(SourceDataError, match="lastmodifieddate"):
-        read_records(hubspot.connector(), RecordKind.contact)
+    pages = read_pages(hubspot.connector(), RecordKind.contact)
+    assert [r for p in pages for r in p.records] == []
+    skipped = [s for p in pages for s in p.skipped]
+    assert [(s.source_id, s.reason) for s in skipped] == [
+        ("7", "HubSpot contacts 7 has no lastmodifieddate")
+    ]
 
 
 def test_given_a_request_budget_when_a_read_needs_more_then_request_budget_exceeded(

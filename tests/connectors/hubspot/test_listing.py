@@ -150,3 +150,32 @@ def test_given_list_cursors_that_are_not_ids_when_listing_then_the_read_stays_se
     # No id ranges: no search to size them, one range followed cursor by cursor.
     assert hubspot.fake.requests_to("/search") == []
     assert all(len(p.checkpoint["ranges"]) <= 1 for p in pages if p.checkpoint["phase"] == "list")  # type: ignore[index]
+
+
+def test_given_an_id_listing_when_reading_ids_then_only_hs_object_id_is_asked_for(
+    hubspot: HubSpotHarness,
+) -> None:
+    seed_contacts(hubspot, 1_000)
+    hubspot.fake.corrupt(
+        "contacts", sorted(hubspot.fake.objects["contacts"])[-1], "createdate", "?"
+    )
+    vendor = hubspot.connector(Runtime(retry=RetryPolicy(sleep=lambda _s: None)))
+
+    batches = list(vendor.read_ids(RecordKind.contact))
+
+    listed = Counter(source_id for batch in batches for source_id in batch)
+    assert set(listed) == hubspot.live_ids(RecordKind.contact)
+    assert max(listed.values()) == 1
+    requests = live_list_requests(hubspot)
+    assert requests
+    assert {tuple(v for k, v in r.query if k == "properties") for r in requests} == {
+        ("hs_object_id",)
+    }
+    # A full read asks for every property it normalises.
+    list(vendor.read(RecordKind.contact, FULL))
+    asked = [
+        {name for k, v in r.query if k == "properties" for name in v.split(",")}
+        for r in live_list_requests(hubspot)[len(requests) :]
+    ]
+    assert asked
+    assert all({"hs_object_id", "lifecyclestage", "email"} <= names for names in asked)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import Engine, select
@@ -168,12 +169,22 @@ def test_given_lead_purged_without_a_trace_when_reconciled_then_it_leaves_record
     assert ids[0] in live_ids(engine, connector_id, RecordKind.lead)
 
     sf.fake.tick(3600)
+    logged = len(sf.fake.log)
     run = succeeded(sync.run(connector_id))
 
     assert live_ids(engine, connector_id, RecordKind.lead) == sf.fake.live_ids("Lead")
     assert ids[0] not in sf.fake.live_ids("Lead")
     assert run.deleted == 1
     assert kr_value(engine, kr_id) == 5
+    # The reconciliation selected ids alone, under no window (/query: live records only).
+    listings = [
+        entry.path
+        for entry in sf.fake.log[logged:]
+        if entry.endpoint == "query"
+        and parse_qs(entry.query)["q"] == ["SELECT Id FROM Lead ORDER BY Id"]
+    ]
+    assert len(listings) == 1
+    assert listings[0].rstrip("/").endswith("/query")
 
 
 def test_given_lead_deleted_and_purged_when_next_sync_reads_the_delete_log_then_it_leaves(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from connectors.base import RecordKind, Runtime
 from connectors.retry import RetryPolicy
@@ -17,7 +17,7 @@ from service.mappings.service import bind
 from service.mappings.spec import parse_spec
 from service.okr.models import KeyResult
 from service.sync.engine import SyncEngine
-from service.sync.models import Connector, RunStatus
+from service.sync.models import Connector, RunStatus, SyncedRecord
 from service.workspaces.models import Workspace
 from tests.conftest import make_settings
 from tests.connectors.hubspot.harness import HubSpotHarness, make_harness
@@ -70,13 +70,65 @@ def test_given_a_gdpr_deleted_contact_when_reconciliation_is_due_then_it_leaves_
     assert gone in stored_ids(engine, connector_id, RecordKind.contact)
 
     hubspot.fake.tick(3_600_000)
+    before = len(hubspot.fake.requests)
     run = sync.run(connector_id)
 
     assert run.status == RunStatus.succeeded, run.error_message
     stored = stored_ids(engine, connector_id, RecordKind.contact)
     assert gone not in stored
     assert set(stored) == hubspot.fake.live_ids("contacts")
+    # The reconciliation listed ids only: every live list request asked for hs_object_id
+    # alone (the incremental window before it went through search).
+    listings = [
+        r
+        for r in hubspot.fake.requests[before:]
+        if r.method == "GET" and dict(r.query).get("archived", "").lower() == "false"
+    ]
+    assert listings
+    assert all([v for k, v in r.query if k == "properties"] == ["hs_object_id"] for r in listings)
     with Session(engine) as session:
         kr_after = session.get(KeyResult, kr_id)
         assert kr_after is not None
         assert kr_after.value == 5
+
+
+def test_given_a_tombstone_of_a_live_contact_when_ids_are_reconciled_then_it_is_live_again(
+    engine: Engine, database_url: str, hubspot: HubSpotHarness
+) -> None:
+    hubspot.seed(RecordKind.contact, 4)
+    config = hubspot.config(reconcile_interval_seconds=3_600).model_dump(mode="json")
+    connector_id = store_connector(engine, hubspot, kinds=["contact"], config=config)
+
+    def runtime(_row: Connector) -> Runtime:
+        return Runtime(
+            retry=RetryPolicy(max_attempts=3, sleep=lambda _s: None),
+            timeout_seconds=5,
+            clock=hubspot.now,
+            allowed_hosts=hubspot.connector().runtime.allowed_hosts,
+        )
+
+    sync = SyncEngine(
+        engine, make_settings(database_url), clock=hubspot.now, runtime_factory=runtime
+    )
+    assert sync.run(connector_id).status == RunStatus.succeeded
+    # A tombstone the listing contradicts (say, an earlier listing that missed the contact):
+    # reading ids alone stores no record, so the listing itself must bring it back.
+    wrong = sorted(hubspot.fake.live_ids("contacts"))[1]
+    with Session(engine) as session:
+        record = session.exec(
+            select(SyncedRecord).where(
+                SyncedRecord.connector_id == connector_id, SyncedRecord.source_id == wrong
+            )
+        ).one()
+        record.deleted = True
+        session.commit()
+    assert wrong not in stored_ids(engine, connector_id, RecordKind.contact)
+
+    hubspot.fake.tick(3_600_000)
+    run = sync.run(connector_id)
+
+    assert run.status == RunStatus.succeeded, run.error_message
+    assert set(stored_ids(engine, connector_id, RecordKind.contact)) == hubspot.fake.live_ids(
+        "contacts"
+    )
+    assert run.details["kinds"]["contact"]["updated"] == 1
