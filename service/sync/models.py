@@ -61,10 +61,12 @@ class ConnectorBase(Text):
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     #: Record kinds to sync (default: every kind the connector reads).
     kinds: list[str] | None = Field(default=None, sa_column=Column(JSON))
-    #: How often scheduled syncs run; values older than this are flagged stale.
+    #: How often scheduled syncs run; values are flagged stale once the next run after the
+    #: last successful one is due (`service.sync.service.stale_after`).
     sync_interval_seconds: int = Field(default=900, ge=60, le=7 * 86400)
     #: A cron expression (5 fields, UTC, e.g. `0 */2 * * *`) scheduling syncs instead of
-    #: the interval; the interval still says when values turn stale.
+    #: the interval; values turn stale once its first fire time after the last
+    #: successful sync's start has passed.
     sync_cron: str | None = Field(default=None, max_length=100)
     #: Scheduled syncs on (a manual `POST /sync` works either way).
     enabled: bool = True

@@ -245,11 +245,26 @@ def enqueue(session: Session, row: Connector, now: datetime) -> SyncRun:
     return run
 
 
-def is_stale(row: Connector, now: datetime) -> bool:
-    """Whether the connector has not synced successfully within its expected interval."""
+def stale_after(row: Connector) -> datetime | None:
+    """When the connector's values turn stale if no sync succeeds meanwhile: once the
+    schedule's next run after the last successful one's start is due, the same rule for
+    both kinds of schedule. With the interval: `sync_interval_seconds` after that start.
+    With `sync_cron`: the cron's first fire time after that start (a sync at 09:00 on
+    Friday of `0 9 * * 1-5` stays fresh until Monday 09:00; one of `*/15 * * * *` for 15
+    minutes). None: it never synced (stale now)."""
     if row.last_success_at is None:
-        return True
-    return (now - row.last_success_at).total_seconds() > row.sync_interval_seconds
+        return None
+    if row.sync_cron:
+        fired: datetime = croniter(row.sync_cron, row.last_success_at).get_next(datetime)
+        return fired
+    return row.last_success_at + timedelta(seconds=row.sync_interval_seconds)
+
+
+def is_stale(row: Connector, now: datetime) -> bool:
+    """Whether the connector has not synced successfully within its expected interval:
+    the schedule's next run after its last successful one is due (`stale_after`)."""
+    after = stale_after(row)
+    return after is None or now > after
 
 
 def public(row: Connector, now: datetime) -> ConnectorPublic:
