@@ -264,6 +264,8 @@ def run_finished(
     }
     if run.error_class is None:
         run_log.info("sync finished", extra=fields)
+    elif run.error_class == "paused":  # an operator's doing, not a fault
+        run_log.info("sync stopped: %s", run.error_message, extra=fields | {"event": "sync_paused"})
     else:
         run_log.warning("sync failed: %s", run.error_message or run.error_class, extra=fields)
     SYNC_RUNS.labels(**labels, outcome=outcome).inc()

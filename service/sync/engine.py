@@ -88,8 +88,16 @@ class RunInterrupted(Exception):
     """The worker is shutting down: the run stops after its last committed page."""
 
 
+class RunPaused(Exception):
+    """The connector was paused: the run stops after its last committed page."""
+
+
 #: `error_class` of a run whose worker died or shut down before it finished.
 INTERRUPTED = "interrupted"
+#: `error_class` of a run stopped because its connector was paused while it ran (its
+#: status is `failed`, as for `interrupted`: clients poll until succeeded or failed; the
+#: queued run resuming it starts once the connector is unpaused).
+PAUSED = "paused"
 
 
 @dataclass
@@ -491,7 +499,9 @@ class SyncEngine:
             session.commit()
         return claimed
 
-    def _renew(self, session: Session, connector_id: int) -> None:
+    def _renew(self, session: Session, connector_id: int) -> bool:
+        """Extend our lease; whether the connector was paused meanwhile (the page loop
+        stops at this page, see `_check_stopping`)."""
         table = Connector.__table__  # type: ignore[attr-defined]
         until = self.clock() + timedelta(seconds=self.settings.sync_lease_seconds)
         result = session.execute(
@@ -501,6 +511,8 @@ class SyncEngine:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(f"lease on connector {connector_id} was taken over")
+        paused = session.execute(select(table.c.paused).where(table.c.id == connector_id))
+        return bool(paused.scalar_one())
 
     def _heartbeat(self, connector_id: int, done: threading.Event) -> None:
         """Renew the lease every third of its length until `done`, so a page slower than
@@ -740,10 +752,11 @@ class SyncEngine:
                 run.status = RunStatus.succeeded
                 connector.last_success_at = started
                 self._reevaluate(session, connector, set(reports), started)
-            elif isinstance(error, RunInterrupted):
-                # Shutting down: the next run (any worker's) resumes from the checkpoint.
+            elif isinstance(error, RunInterrupted | RunPaused):
+                # Shutting down, or paused: a queued run resumes from the checkpoint, on
+                # any worker; a paused connector's waits until it is unpaused.
                 run.status = RunStatus.failed
-                run.error_class = INTERRUPTED
+                run.error_class = INTERRUPTED if isinstance(error, RunInterrupted) else PAUSED
                 run.error_message = str(error)
                 session.flush()
                 resume = SyncRun(
@@ -756,7 +769,7 @@ class SyncEngine:
                 session.add(resume)
                 session.flush()
                 run.resumed_by_run_id = resume.id
-                connector.next_run_at = self.clock()
+                connector.next_run_at = None if connector.paused else self.clock()
             else:
                 run.status = RunStatus.failed
                 if isinstance(error, ConnectorError):
@@ -772,11 +785,18 @@ class SyncEngine:
             session.commit()
             return run
 
-    def _check_stopping(self) -> None:
+    def _check_stopping(self, paused: bool) -> None:
+        """After a committed page: stop there if the worker shuts down or the connector
+        was paused (`paused`, read when the page renewed the lease)."""
         if self.stopping.is_set():
             raise RunInterrupted(
                 f"worker {self.worker_id} shut down; the next run resumes from the last "
                 "committed page"
+            )
+        if paused:
+            raise RunPaused(
+                "the connector was paused: the run stopped after its last committed page, "
+                "and the next run after unpausing resumes from there"
             )
 
     def abandon(self, connector_id: int) -> None:
@@ -864,7 +884,7 @@ class SyncEngine:
                     )
                 state.resume = dict(page.checkpoint) if page.checkpoint is not None else None
                 state.updated_at = self.clock()
-                self._renew(session, row.id)
+                paused = self._renew(session, row.id)
                 session.commit()
                 report.counts.add(counts)
                 report.pages += 1
@@ -875,7 +895,7 @@ class SyncEngine:
                     self.after_commit(kind.value, report.pages)
                 if self.on_page is not None:
                     self.on_page(kind.value, report.pages, report.counts.fetched)
-                self._check_stopping()
+                self._check_stopping(paused)
 
             state.watermark = window.end
             state.window_start = state.window_end = None
@@ -924,9 +944,9 @@ class SyncEngine:
             # A record that could not be normalised still exists at the source.
             listed.update(s.source_id for s in page.skipped)
             counts.add(upsert_page(session, row, kind, page.records, now, restore_equal=True))
-            self._renew(session, row.id)
+            paused = self._renew(session, row.id)
             session.commit()
-            self._check_stopping()
+            self._check_stopping(paused)
         conn = session.connection()
         live = conn.execute(
             select(RECORD.c.source_id).where(

@@ -70,7 +70,8 @@ class ConnectorBase(Text):
     sync_cron: str | None = Field(default=None, max_length=100)
     #: Scheduled syncs on (a manual `POST /sync` works either way).
     enabled: bool = True
-    #: No sync at all, scheduled or manual, until unpaused (a running one finishes).
+    #: No sync at all, scheduled or manual, until unpaused (a running one stops after the
+    #: page it is storing; a queued run resumes it from there once unpaused).
     paused: bool = False
 
 
@@ -213,7 +214,8 @@ class SyncRunBase(SQLModel):
     connector_id: int
     trigger: RunTrigger = Field(sa_column=Column(String(16), nullable=False))
     #: queued -> running -> succeeded | failed. A run whose worker died or shut down ends
-    #: `failed` with `error_class` `interrupted`; `resumed_by_run_id` continues it.
+    #: `failed` with `error_class` `interrupted`, one stopped by pausing its connector
+    #: with `paused`; `resumed_by_run_id` continues it from its last committed page.
     status: RunStatus = Field(sa_column=Column(String(16), nullable=False))
     queued_at: datetime = Field(sa_type=UTCDateTime)
     #: Null while queued.
