@@ -168,6 +168,13 @@ SYNC_RUNS = Counter(
     ["workspace", "connector", "type", "outcome"],
     registry=PROCESS,
 )
+SYNC_DEFERRED = Counter(
+    "okr_sync_deferred",
+    "Times a due connector was passed over by a worker's claim, by reason (account_busy:"
+    " its vendor account already runs OKR_SYNC_MAX_PER_ACCOUNT syncs).",
+    ["connector", "type", "reason"],
+    registry=PROCESS,
+)
 SYNC_DURATION = Histogram(
     "okr_sync_run_duration_seconds",
     "Duration of finished sync runs.",

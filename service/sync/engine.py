@@ -18,12 +18,14 @@ applied, nothing counted twice. How:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -54,6 +56,7 @@ from service.sync.models import (
 )
 from service.sync.service import (
     ConnectorPaused,
+    account_key,
     active_run,
     build_connector,
     connector_class,
@@ -98,6 +101,12 @@ INTERRUPTED = "interrupted"
 #: status is `failed`, as for `interrupted`: clients poll until succeeded or failed; the
 #: queued run resuming it starts once the connector is unpaused).
 PAUSED = "paused"
+#: Why a due connector was not claimed: its vendor account runs `OKR_SYNC_MAX_PER_ACCOUNT`
+#: syncs already.
+ACCOUNT_BUSY = "account_busy"
+#: The PostgreSQL advisory lock claims take one at a time (a constant of this service:
+#: the first 8 bytes of sha256("okr-sync:claim"), as a signed bigint).
+CLAIM_LOCK_KEY = int.from_bytes(hashlib.sha256(b"okr-sync:claim").digest()[:8], "big", signed=True)
 
 
 @dataclass
@@ -430,6 +439,10 @@ class SyncEngine:
         #: Progress display: called after each committed page with (kind, pages committed,
         #: records fetched) so far in this run's pass over that kind.
         self.on_page = on_page
+        #: Connectors this worker passed over for their account's cap and has not claimed
+        #: since (their `sync_deferred` line is written).
+        self._deferred: set[int] = set()
+        self._deferred_lock = threading.Lock()
 
     # ------------------------------------------------------------------ leases
 
@@ -458,21 +471,40 @@ class SyncEngine:
         which a queued run sets too) and not leased, or leased by a worker that stopped
         renewing its lease (a takeover).
 
+        At most `OKR_SYNC_MAX_PER_ACCOUNT` connectors of one vendor account
+        (`service.account_key`) hold a live lease at once, across every worker: a candidate
+        whose account is full is passed over (it stays due, and a later claim takes it once
+        one of its account's syncs ends), with a `sync_deferred` log line the first time.
+        The count must not be read by two claims at once, or both could take the last
+        slot: on PostgreSQL, the claim's transaction first takes an advisory lock, so claims
+        run one after another (they last milliseconds); on SQLite, it first takes the
+        database's write lock (one writer at a time), to the same effect.
+
         Both conditions are indexed, so a tick reads only those rows. On PostgreSQL,
-        `FOR UPDATE SKIP LOCKED` lets concurrent workers pass over each other's candidates;
-        on SQLite (one writer at a time) the clause is left out and the conditional
-        UPDATE alone decides, as it also does on PostgreSQL.
+        `FOR UPDATE SKIP LOCKED` passes over a candidate another transaction is changing;
+        on SQLite the clause is left out. The conditional UPDATE of the lease decides.
         """
         if limit <= 0:
             return []
         now = self.clock()
         until = now + timedelta(seconds=self.settings.sync_lease_seconds)
+        cap = self.settings.sync_max_per_account
         table = Connector.__table__  # type: ignore[attr-defined]
+        columns = (table.c.id, table.c.type, table.c.config, table.c.secrets)
         claimed: list[int] = []
+        deferred: dict[int, tuple[str, str]] = {}
         with Session(self.engine) as session:
-            candidates = (
-                session.execute(
-                    select(table.c.id)
+            self._serialise_claims(session)
+            busy: Counter[str] = Counter(
+                account_key(row.id, row.type, row.config, row.secrets, self.settings)
+                for row in session.execute(select(*columns).where(table.c.lease_until >= now))
+            )
+            # Enough candidates for the free slots, and more while some are passed over.
+            batch = max(2 * limit, 20)
+            offset = 0
+            while len(claimed) < limit:
+                rows = session.execute(
+                    select(*columns)
                     .where(
                         or_(
                             and_(table.c.next_run_at <= now, table.c.lease_until.is_(None)),
@@ -482,22 +514,68 @@ class SyncEngine:
                     # A dead worker's runs first (work in progress, resumed), then by due
                     # time, so a slot freeing up goes to the longest waiting.
                     .order_by(table.c.lease_until.is_(None), table.c.next_run_at, table.c.id)
-                    .limit(limit)
+                    .offset(offset)
+                    .limit(batch)
                     .with_for_update(skip_locked=True)
-                )
-                .scalars()
-                .all()
-            )
-            for connector_id in candidates:
-                result = session.execute(
-                    update(table)
-                    .where(table.c.id == connector_id, self._lease_free(now))
-                    .values(lease_owner=self.worker_id, lease_until=until)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(connector_id)
+                ).all()
+                offset += batch
+                for row in rows:
+                    if len(claimed) == limit:
+                        break
+                    account = account_key(row.id, row.type, row.config, row.secrets, self.settings)
+                    if busy[account] >= cap:
+                        deferred[row.id] = (row.type, account)
+                        continue
+                    result = session.execute(
+                        update(table)
+                        .where(table.c.id == row.id, self._lease_free(now))
+                        .values(lease_owner=self.worker_id, lease_until=until)
+                    )
+                    if result.rowcount == 1:  # type: ignore[attr-defined]
+                        claimed.append(row.id)
+                        busy[account] += 1
+                if len(rows) < batch:
+                    break
             session.commit()
+        self._report_deferred(deferred, claimed, cap)
         return claimed
+
+    def _serialise_claims(self, session: Session) -> None:
+        """Make this claim's transaction the only one counting leases until it commits."""
+        if session.connection().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+        else:
+            # A write as the transaction's first statement takes SQLite's write lock (and
+            # waits for it, `timeout`) before anything is read; it changes nothing.
+            session.execute(text("UPDATE connector SET id = id WHERE 0 = 1"))
+
+    def _report_deferred(
+        self, deferred: dict[int, tuple[str, str]], claimed: list[int], cap: int
+    ) -> None:
+        """Log each connector the account cap holds back, once per wait (not on every tick:
+        until this worker claims it), and count every pass-over in `okr_sync_deferred`."""
+        with self._deferred_lock:
+            fresh = deferred.keys() - self._deferred
+            self._deferred |= deferred.keys()
+            self._deferred -= set(claimed)
+        for connector_id, (connector_type, account) in deferred.items():
+            observability.SYNC_DEFERRED.labels(
+                connector=str(connector_id), type=connector_type, reason=ACCOUNT_BUSY
+            ).inc()
+            if connector_id in fresh:
+                log.info(
+                    "connector %s waits: %d sync(s) of its vendor account already run "
+                    "(OKR_SYNC_MAX_PER_ACCOUNT)",
+                    connector_id,
+                    cap,
+                    extra={
+                        "event": "sync_deferred",
+                        "reason": ACCOUNT_BUSY,
+                        "connector_id": connector_id,
+                        "connector_type": connector_type,
+                        "account": account,
+                    },
+                )
 
     def _renew(self, session: Session, connector_id: int) -> bool:
         """Extend our lease; whether the connector was paused meanwhile (the page loop

@@ -12,9 +12,10 @@ from sqlmodel import Session, col, select
 
 from connectors.base import Connector as VendorConnector
 from connectors.base import ConnectorConfig, ConnectorSecrets, RecordKind, Runtime
+from connectors.errors import ConnectorError
 from connectors.hosts import HostNotAllowedError
 from connectors.registry import connector_types
-from service.db import flush_or_conflict
+from service.db import flush_or_conflict, json_dumps
 from service.errors import ConflictError, InvalidError
 from service.okr.service import wid
 from service.settings import Settings
@@ -156,6 +157,42 @@ def build_connector(
     config = cls.config_model.model_validate(row.config)
     secrets = cls.secrets_model.model_validate(secret_store.unseal(row.secrets, settings))
     return cls(config, secrets, runtime)
+
+
+#: Account keys already derived, by (type, config, stored secrets) as stored: a claim
+#: derives the key of every candidate and running connector, and the stored secrets are
+#: sealed, so each is decrypted once per process rather than on every tick.
+_ACCOUNT_KEYS: dict[tuple[str, str, str], str | None] = {}
+_ACCOUNT_KEYS_MAX = 10_000
+
+
+def account_key(
+    connector_id: int | None,
+    type_name: str,
+    config: dict[str, Any],
+    secrets: dict[str, Any],
+    settings: Settings,
+) -> str:
+    """The vendor account a connector (its stored type, config and secrets) reaches
+    (`Connector.account_key`: no secret in clear), or `connector:<id>` when it reaches none
+    of its own (the demo) or its configuration or secrets cannot be read (its run fails at
+    once, holding no account)."""
+    cache_key = (type_name, json_dumps(config), json_dumps(secrets))
+    if cache_key in _ACCOUNT_KEYS:
+        key = _ACCOUNT_KEYS[cache_key]
+    else:
+        try:
+            cls = connector_class(type_name)
+            key = cls.account_key(
+                cls.config_model.model_validate(config),
+                cls.secrets_model.model_validate(secret_store.unseal(secrets, settings)),
+            )
+        except (InvalidError, ValidationError, ConnectorError):
+            return f"connector:{connector_id}"
+        if len(_ACCOUNT_KEYS) >= _ACCOUNT_KEYS_MAX:
+            _ACCOUNT_KEYS.clear()
+        _ACCOUNT_KEYS[cache_key] = key
+    return key if key is not None else f"connector:{connector_id}"
 
 
 def validated_cron(expression: str | None) -> str | None:
