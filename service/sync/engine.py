@@ -500,8 +500,9 @@ class SyncEngine:
                 for row in session.execute(select(*columns).where(table.c.lease_until >= now))
             )
             # Enough candidates for the free slots, and more while some are passed over.
+            # A claimed row no longer matches, so the next batch skips only those passed.
             batch = max(2 * limit, 20)
-            offset = 0
+            passed = 0
             while len(claimed) < limit:
                 rows = session.execute(
                     select(*columns)
@@ -514,17 +515,17 @@ class SyncEngine:
                     # A dead worker's runs first (work in progress, resumed), then by due
                     # time, so a slot freeing up goes to the longest waiting.
                     .order_by(table.c.lease_until.is_(None), table.c.next_run_at, table.c.id)
-                    .offset(offset)
+                    .offset(passed)
                     .limit(batch)
                     .with_for_update(skip_locked=True)
                 ).all()
-                offset += batch
                 for row in rows:
                     if len(claimed) == limit:
                         break
                     account = account_key(row.id, row.type, row.config, row.secrets, self.settings)
                     if busy[account] >= cap:
                         deferred[row.id] = (row.type, account)
+                        passed += 1
                         continue
                     result = session.execute(
                         update(table)
@@ -534,6 +535,8 @@ class SyncEngine:
                     if result.rowcount == 1:  # type: ignore[attr-defined]
                         claimed.append(row.id)
                         busy[account] += 1
+                    else:
+                        passed += 1
                 if len(rows) < batch:
                     break
             session.commit()

@@ -266,3 +266,18 @@ def test_given_a_cap_of_two_when_two_workers_claim_at_once_then_the_cap_holds(
         with Session(engine) as session:
             session.execute(update(table).values(lease_owner=None, lease_until=None))
             session.commit()
+
+
+def test_given_a_busy_account_ahead_in_the_queue_then_a_claim_reaches_the_connectors_behind(
+    engine: Engine, database_url: str
+) -> None:
+    """Candidates are read in batches (twice the free slots, at least 20): the ones passed
+    over for their account do not hide a free account's connector queued behind them."""
+    settings = make_settings(database_url)
+    busy = store(
+        engine, settings, "https://api.hubapi.com", [f"a{i}" for i in range(45)], CREATED_AT
+    )
+    (free,) = store(engine, settings, "https://api-eu1.hubapi.com", ["b"], CREATED_AT)
+    sync = worker(engine, settings)
+    assert sync.claim(2) == [busy[0], free]
+    assert sync.claim(2) == []
