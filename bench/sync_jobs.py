@@ -72,6 +72,10 @@ def env_for(database_url: str, **extra: str) -> dict[str, str]:
             "OKR_CONNECTOR_ALLOWED_HOSTS": "127.0.0.1",
             "OKR_LOG_FORMAT": "text",
             "OKR_RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000",
+            # Every connector here uses one token (one account): the cap on syncs per
+            # account would run them one at a time, and this measures takeover and
+            # shutdown with several in flight.
+            "OKR_SYNC_MAX_PER_ACCOUNT": "1000",
         }
         | extra
     )

@@ -10,6 +10,8 @@ records carry the CRM's own fields and flags, and mappings filter on them.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
 
 from connectors.errors import ConfigError, RecordDataError
 from connectors.hosts import AllowList, HostPolicy, Resolver, system_resolver
@@ -185,6 +187,12 @@ class Runtime:
         return self.clock()
 
 
+def fingerprint(text: str | bytes) -> str:
+    """A SHA-256 of `text` (a credential), shortened: names an account without revealing it."""
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 class ConnectorConfig(BaseModel):
     """Base of every connector's non-secret configuration."""
 
@@ -256,6 +264,32 @@ class Connector(ABC):
     def missing_secrets(cls, config: ConnectorConfig, secrets: ConnectorSecrets) -> list[str]:  # noqa: ARG003
         """Secret fields `config` needs that `secrets` lacks (e.g. per auth flow)."""
         return []
+
+    @classmethod
+    def account_key(cls, config: ConnectorConfig, secrets: ConnectorSecrets) -> str | None:
+        """The vendor account this connector reaches, as a stable string holding no secret
+        in clear: connectors with the same key share the account's limits (rate, quota,
+        concurrent requests), so the sync service runs only so many of them at once.
+
+        By default, the URL fields and a SHA-256 of the credentials (one set of credentials
+        reaches one account); vendors with a non-secret account identity override this.
+        None: no credentials, so no account (the demo): every connector stands alone.
+        """
+        values: dict[str, Any] = {}
+        for name in type(secrets).model_fields:
+            value = getattr(secrets, name)
+            if isinstance(value, SecretStr | SecretBytes):
+                value = value.get_secret_value()
+            if isinstance(value, bytes):
+                value = value.hex()
+            if value is not None:
+                values[name] = value
+        if not values:
+            return None
+        urls = {name: getattr(config, name, None) for name in sorted(cls.url_fields)}
+        return f"{cls.type_name}:" + fingerprint(
+            json.dumps([urls, values], sort_keys=True, default=str)
+        )
 
     @classmethod
     def check_urls(cls, config: ConnectorConfig, runtime: Runtime) -> None:

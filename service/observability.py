@@ -168,6 +168,13 @@ SYNC_RUNS = Counter(
     ["workspace", "connector", "type", "outcome"],
     registry=PROCESS,
 )
+SYNC_DEFERRED = Counter(
+    "okr_sync_deferred",
+    "Times a due connector was passed over by a worker's claim, by reason (account_busy:"
+    " its vendor account already runs OKR_SYNC_MAX_PER_ACCOUNT syncs).",
+    ["connector", "type", "reason"],
+    registry=PROCESS,
+)
 SYNC_DURATION = Histogram(
     "okr_sync_run_duration_seconds",
     "Duration of finished sync runs.",
@@ -264,6 +271,8 @@ def run_finished(
     }
     if run.error_class is None:
         run_log.info("sync finished", extra=fields)
+    elif run.error_class == "paused":  # an operator's doing, not a fault
+        run_log.info("sync stopped: %s", run.error_message, extra=fields | {"event": "sync_paused"})
     else:
         run_log.warning("sync failed: %s", run.error_message or run.error_class, extra=fields)
     SYNC_RUNS.labels(**labels, outcome=outcome).inc()

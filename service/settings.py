@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     sync_lease_seconds: int = Field(default=60, ge=3)
     #: Syncs one process (`okr-sync worker`, or `serve` in the `all` role) runs at once.
     worker_concurrency: int = Field(default=2, ge=1)
+    #: Syncs of connectors reaching one vendor account (one Salesforce org, HubSpot
+    #: portal or token, Delighted key: `Connector.account_key`) running at once, across
+    #: every worker process: the account's rate limit and quota are shared, so more
+    #: would only make them throttle each other. A connector over the cap stays due and
+    #: starts when one of its account's syncs ends.
+    sync_max_per_account: int = Field(default=1, ge=1)
     #: Request timeout for every vendor call.
     connector_timeout_seconds: float = Field(default=30.0, gt=0)
     #: Retries of a transient vendor fault before a run fails.

@@ -211,18 +211,21 @@ class _Listed:
     ids: tuple[str, ...] = ()
 
 
-def account_governor(config: HubSpotConfig, secrets: HubSpotSecrets) -> Governor:
-    """The process's rate governor for the HubSpot account `config` and `secrets` reach.
-
-    The account is the portal id when configured; without it, the token (a private app
-    belongs to one account), so connectors of one account with different tokens should
-    set `portal_id` to share one governor. The token is hashed, never kept as a key.
-    """
+def account_of(config: HubSpotConfig, secrets: HubSpotSecrets) -> str:
+    """The HubSpot account `config` and `secrets` reach: the portal id when configured;
+    without it, the token (a private app belongs to one account), so connectors of one
+    account with different tokens should set `portal_id` to be known as one. The token is
+    hashed, never kept as a key."""
     if config.portal_id is not None:
-        account = f"portal:{config.portal_id}"
-    else:
-        token = secrets.access_token.get_secret_value().encode()
-        account = "token:" + hashlib.sha256(token).hexdigest()
+        return f"portal:{config.portal_id}"
+    token = secrets.access_token.get_secret_value().encode()
+    return "token:" + hashlib.sha256(token).hexdigest()
+
+
+def account_governor(config: HubSpotConfig, secrets: HubSpotSecrets) -> Governor:
+    """The process's rate governor for the HubSpot account `config` and `secrets` reach
+    (`account_of`)."""
+    account = account_of(config, secrets)
     per_burst, daily = TIER_LIMITS[config.tier]
 
     def make() -> Governor:
@@ -292,6 +295,14 @@ class HubSpotConnector(Connector):
             "hs_lastmodifieddate": FieldType.datetime,
         },
     }
+
+    @classmethod
+    def account_key(cls, config: ConnectorConfig, secrets: ConnectorSecrets) -> str | None:
+        """The account the rate governor is shared by (`account_of`): the portal, or the
+        token's hash."""
+        assert isinstance(config, HubSpotConfig)
+        assert isinstance(secrets, HubSpotSecrets)
+        return f"hubspot:{config.base_url}:{account_of(config, secrets)}"
 
     def __init__(
         self, config: ConnectorConfig, secrets: ConnectorSecrets, runtime: Runtime | None = None

@@ -30,6 +30,7 @@ from connectors.base import (
     Runtime,
     Skipped,
     Window,
+    fingerprint,
 )
 from connectors.errors import (
     ConfigError,
@@ -284,6 +285,21 @@ class SalesforceConnector(Connector):
     # The delete log covers 15 days and can be purged earlier; records purged from the
     # Recycle Bin before a sync saw them are only found by comparing ids (BEHAVIOR.md).
     reconcile_ids: ClassVar[bool] = True
+
+    @classmethod
+    def account_key(cls, config: ConnectorConfig, secrets: ConnectorSecrets) -> str | None:
+        """The org, whose API limits (daily requests, concurrent long requests) all its
+        connectors share: its My Domain URL when the config names one (a login or instance
+        URL on `*.my.salesforce.com`, one per org), else the shared login host and the
+        integration user's (or the app's) hashed name. A pod instance URL (na1...) is not
+        used: many orgs share it."""
+        assert isinstance(config, SalesforceConfig)
+        assert isinstance(secrets, SalesforceSecrets)
+        for url in (config.login_url, config.instance_url):
+            if url is not None and (urlsplit(url).hostname or "").endswith(".my.salesforce.com"):
+                return f"salesforce:{url}"
+        user = secrets.username or secrets.client_id
+        return f"salesforce:{config.login_url}:{fingerprint(user.get_secret_value())}"
 
     def __init__(
         self, config: ConnectorConfig, secrets: ConnectorSecrets, runtime: Runtime | None = None

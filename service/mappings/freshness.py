@@ -16,7 +16,7 @@ from service.mappings.models import Mapping, MappingSource
 from service.okr.models import KeyResultKind
 from service.settings import get_settings
 from service.sync.models import Connector
-from service.sync.service import is_stale
+from service.sync.service import is_stale, stale_after
 
 if TYPE_CHECKING:
     from service.okr.models import KeyResult
@@ -46,11 +46,11 @@ def freshness_for(
         syncs = [c.last_success_at for c in found.values()]
         last = None if any(s is None for s in syncs) else min(s for s in syncs if s is not None)
         stale = any(is_stale(c, now) for c in found.values())
-        # Still fresh: it turns stale just after the first source's interval runs out.
+        # Still fresh: it turns stale just after the first source's next run is due.
         due = [
-            c.last_success_at + timedelta(seconds=c.sync_interval_seconds, microseconds=1)
-            for c in found.values()
-            if c.last_success_at is not None
+            after + timedelta(microseconds=1)
+            for after in (stale_after(c) for c in found.values())
+            if after is not None
         ]
         out[kr_id] = Freshness(
             last_synced_at=last,

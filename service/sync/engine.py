@@ -18,12 +18,14 @@ applied, nothing counted twice. How:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -54,6 +56,7 @@ from service.sync.models import (
 )
 from service.sync.service import (
     ConnectorPaused,
+    account_key,
     active_run,
     build_connector,
     connector_class,
@@ -88,8 +91,22 @@ class RunInterrupted(Exception):
     """The worker is shutting down: the run stops after its last committed page."""
 
 
+class RunPaused(Exception):
+    """The connector was paused: the run stops after its last committed page."""
+
+
 #: `error_class` of a run whose worker died or shut down before it finished.
 INTERRUPTED = "interrupted"
+#: `error_class` of a run stopped because its connector was paused while it ran (its
+#: status is `failed`, as for `interrupted`: clients poll until succeeded or failed; the
+#: queued run resuming it starts once the connector is unpaused).
+PAUSED = "paused"
+#: Why a due connector was not claimed: its vendor account runs `OKR_SYNC_MAX_PER_ACCOUNT`
+#: syncs already.
+ACCOUNT_BUSY = "account_busy"
+#: The PostgreSQL advisory lock claims take one at a time (a constant of this service:
+#: the first 8 bytes of sha256("okr-sync:claim"), as a signed bigint).
+CLAIM_LOCK_KEY = int.from_bytes(hashlib.sha256(b"okr-sync:claim").digest()[:8], "big", signed=True)
 
 
 @dataclass
@@ -448,6 +465,10 @@ class SyncEngine:
         #: Progress display: called after each committed page with (kind, pages committed,
         #: records fetched) so far in this run's pass over that kind.
         self.on_page = on_page
+        #: Connectors this worker passed over for their account's cap and has not claimed
+        #: since (their `sync_deferred` line is written).
+        self._deferred: set[int] = set()
+        self._deferred_lock = threading.Lock()
 
     # ------------------------------------------------------------------ leases
 
@@ -476,21 +497,41 @@ class SyncEngine:
         which a queued run sets too) and not leased, or leased by a worker that stopped
         renewing its lease (a takeover).
 
+        At most `OKR_SYNC_MAX_PER_ACCOUNT` connectors of one vendor account
+        (`service.account_key`) hold a live lease at once, across every worker: a candidate
+        whose account is full is passed over (it stays due, and a later claim takes it once
+        one of its account's syncs ends), with a `sync_deferred` log line the first time.
+        The count must not be read by two claims at once, or both could take the last
+        slot: on PostgreSQL, the claim's transaction first takes an advisory lock, so claims
+        run one after another (they last milliseconds); on SQLite, it first takes the
+        database's write lock (one writer at a time), to the same effect.
+
         Both conditions are indexed, so a tick reads only those rows. On PostgreSQL,
-        `FOR UPDATE SKIP LOCKED` lets concurrent workers pass over each other's candidates;
-        on SQLite (one writer at a time) the clause is left out and the conditional
-        UPDATE alone decides, as it also does on PostgreSQL.
+        `FOR UPDATE SKIP LOCKED` passes over a candidate another transaction is changing;
+        on SQLite the clause is left out. The conditional UPDATE of the lease decides.
         """
         if limit <= 0:
             return []
         now = self.clock()
         until = now + timedelta(seconds=self.settings.sync_lease_seconds)
+        cap = self.settings.sync_max_per_account
         table = Connector.__table__  # type: ignore[attr-defined]
+        columns = (table.c.id, table.c.type, table.c.config, table.c.secrets)
         claimed: list[int] = []
+        deferred: dict[int, tuple[str, str]] = {}
         with Session(self.engine) as session:
-            candidates = (
-                session.execute(
-                    select(table.c.id)
+            self._serialise_claims(session)
+            busy: Counter[str] = Counter(
+                account_key(row.id, row.type, row.config, row.secrets, self.settings)
+                for row in session.execute(select(*columns).where(table.c.lease_until >= now))
+            )
+            # Enough candidates for the free slots, and more while some are passed over.
+            # A claimed row no longer matches, so the next batch skips only those passed.
+            batch = max(2 * limit, 20)
+            passed = 0
+            while len(claimed) < limit:
+                rows = session.execute(
+                    select(*columns)
                     .where(
                         or_(
                             and_(table.c.next_run_at <= now, table.c.lease_until.is_(None)),
@@ -500,24 +541,74 @@ class SyncEngine:
                     # A dead worker's runs first (work in progress, resumed), then by due
                     # time, so a slot freeing up goes to the longest waiting.
                     .order_by(table.c.lease_until.is_(None), table.c.next_run_at, table.c.id)
-                    .limit(limit)
+                    .offset(passed)
+                    .limit(batch)
                     .with_for_update(skip_locked=True)
-                )
-                .scalars()
-                .all()
-            )
-            for connector_id in candidates:
-                result = session.execute(
-                    update(table)
-                    .where(table.c.id == connector_id, self._lease_free(now))
-                    .values(lease_owner=self.worker_id, lease_until=until)
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    claimed.append(connector_id)
+                ).all()
+                for row in rows:
+                    if len(claimed) == limit:
+                        break
+                    account = account_key(row.id, row.type, row.config, row.secrets, self.settings)
+                    if busy[account] >= cap:
+                        deferred[row.id] = (row.type, account)
+                        passed += 1
+                        continue
+                    result = session.execute(
+                        update(table)
+                        .where(table.c.id == row.id, self._lease_free(now))
+                        .values(lease_owner=self.worker_id, lease_until=until)
+                    )
+                    if result.rowcount == 1:  # type: ignore[attr-defined]
+                        claimed.append(row.id)
+                        busy[account] += 1
+                    else:
+                        passed += 1
+                if len(rows) < batch:
+                    break
             session.commit()
+        self._report_deferred(deferred, claimed, cap)
         return claimed
 
-    def _renew(self, session: Session, connector_id: int) -> None:
+    def _serialise_claims(self, session: Session) -> None:
+        """Make this claim's transaction the only one counting leases until it commits."""
+        if session.connection().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+        else:
+            # A write as the transaction's first statement takes SQLite's write lock (and
+            # waits for it, `timeout`) before anything is read; it changes nothing.
+            session.execute(text("UPDATE connector SET id = id WHERE 0 = 1"))
+
+    def _report_deferred(
+        self, deferred: dict[int, tuple[str, str]], claimed: list[int], cap: int
+    ) -> None:
+        """Log each connector the account cap holds back, once per wait (not on every tick:
+        until this worker claims it), and count every pass-over in `okr_sync_deferred`."""
+        with self._deferred_lock:
+            fresh = deferred.keys() - self._deferred
+            self._deferred |= deferred.keys()
+            self._deferred -= set(claimed)
+        for connector_id, (connector_type, account) in deferred.items():
+            observability.SYNC_DEFERRED.labels(
+                connector=str(connector_id), type=connector_type, reason=ACCOUNT_BUSY
+            ).inc()
+            if connector_id in fresh:
+                log.info(
+                    "connector %s waits: %d sync(s) of its vendor account already run "
+                    "(OKR_SYNC_MAX_PER_ACCOUNT)",
+                    connector_id,
+                    cap,
+                    extra={
+                        "event": "sync_deferred",
+                        "reason": ACCOUNT_BUSY,
+                        "connector_id": connector_id,
+                        "connector_type": connector_type,
+                        "account": account,
+                    },
+                )
+
+    def _renew(self, session: Session, connector_id: int) -> bool:
+        """Extend our lease; whether the connector was paused meanwhile (the page loop
+        stops at this page, see `_check_stopping`)."""
         table = Connector.__table__  # type: ignore[attr-defined]
         until = self.clock() + timedelta(seconds=self.settings.sync_lease_seconds)
         result = session.execute(
@@ -527,6 +618,8 @@ class SyncEngine:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise LeaseLost(f"lease on connector {connector_id} was taken over")
+        paused = session.execute(select(table.c.paused).where(table.c.id == connector_id))
+        return bool(paused.scalar_one())
 
     def _heartbeat(self, connector_id: int, done: threading.Event) -> None:
         """Renew the lease every third of its length until `done`, so a page slower than
@@ -766,10 +859,11 @@ class SyncEngine:
                 run.status = RunStatus.succeeded
                 connector.last_success_at = started
                 self._reevaluate(session, connector, set(reports), started)
-            elif isinstance(error, RunInterrupted):
-                # Shutting down: the next run (any worker's) resumes from the checkpoint.
+            elif isinstance(error, RunInterrupted | RunPaused):
+                # Shutting down, or paused: a queued run resumes from the checkpoint, on
+                # any worker; a paused connector's waits until it is unpaused.
                 run.status = RunStatus.failed
-                run.error_class = INTERRUPTED
+                run.error_class = INTERRUPTED if isinstance(error, RunInterrupted) else PAUSED
                 run.error_message = str(error)
                 session.flush()
                 resume = SyncRun(
@@ -782,7 +876,7 @@ class SyncEngine:
                 session.add(resume)
                 session.flush()
                 run.resumed_by_run_id = resume.id
-                connector.next_run_at = self.clock()
+                connector.next_run_at = None if connector.paused else self.clock()
             else:
                 run.status = RunStatus.failed
                 if isinstance(error, ConnectorError):
@@ -798,11 +892,18 @@ class SyncEngine:
             session.commit()
             return run
 
-    def _check_stopping(self) -> None:
+    def _check_stopping(self, paused: bool) -> None:
+        """After a committed page: stop there if the worker shuts down or the connector
+        was paused (`paused`, read when the page renewed the lease)."""
         if self.stopping.is_set():
             raise RunInterrupted(
                 f"worker {self.worker_id} shut down; the next run resumes from the last "
                 "committed page"
+            )
+        if paused:
+            raise RunPaused(
+                "the connector was paused: the run stopped after its last committed page, "
+                "and the next run after unpausing resumes from there"
             )
 
     def abandon(self, connector_id: int) -> None:
@@ -890,7 +991,7 @@ class SyncEngine:
                     )
                 state.resume = dict(page.checkpoint) if page.checkpoint is not None else None
                 state.updated_at = self.clock()
-                self._renew(session, row.id)
+                paused = self._renew(session, row.id)
                 session.commit()
                 report.counts.add(counts)
                 report.pages += 1
@@ -901,7 +1002,7 @@ class SyncEngine:
                     self.after_commit(kind.value, report.pages)
                 if self.on_page is not None:
                     self.on_page(kind.value, report.pages, report.counts.fetched)
-                self._check_stopping()
+                self._check_stopping(paused)
 
             state.watermark = window.end
             state.window_start = state.window_end = None
@@ -951,9 +1052,9 @@ class SyncEngine:
         if id_batches is not None:
             for ids in id_batches:
                 listed.update(source_id.replace("\x00", "") for source_id in ids)
-                self._renew(session, row.id)
+                paused = self._renew(session, row.id)
                 session.commit()
-                self._check_stopping()
+                self._check_stopping(paused)
             counts.updated += _restore_listed(session, row.id, kind, listed, now)
         else:
             for page in vendor.read(kind, Window(BEGINNING, now)):
@@ -963,9 +1064,9 @@ class SyncEngine:
                 # A record that could not be normalised still exists at the source.
                 listed.update(s.source_id for s in page.skipped)
                 counts.add(upsert_page(session, row, kind, page.records, now, restore_equal=True))
-                self._renew(session, row.id)
+                paused = self._renew(session, row.id)
                 session.commit()
-                self._check_stopping()
+                self._check_stopping(paused)
         conn = session.connection()
         live = conn.execute(
             select(RECORD.c.source_id).where(

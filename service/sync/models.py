@@ -61,14 +61,17 @@ class ConnectorBase(Text):
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     #: Record kinds to sync (default: every kind the connector reads).
     kinds: list[str] | None = Field(default=None, sa_column=Column(JSON))
-    #: How often scheduled syncs run; values older than this are flagged stale.
+    #: How often scheduled syncs run; values are flagged stale once the next run after the
+    #: last successful one is due (`service.sync.service.stale_after`).
     sync_interval_seconds: int = Field(default=900, ge=60, le=7 * 86400)
     #: A cron expression (5 fields, UTC, e.g. `0 */2 * * *`) scheduling syncs instead of
-    #: the interval; the interval still says when values turn stale.
+    #: the interval; values turn stale once its first fire time after the last
+    #: successful sync's start has passed.
     sync_cron: str | None = Field(default=None, max_length=100)
     #: Scheduled syncs on (a manual `POST /sync` works either way).
     enabled: bool = True
-    #: No sync at all, scheduled or manual, until unpaused (a running one finishes).
+    #: No sync at all, scheduled or manual, until unpaused (a running one stops after the
+    #: page it is storing; a queued run resumes it from there once unpaused).
     paused: bool = False
 
 
@@ -211,7 +214,8 @@ class SyncRunBase(SQLModel):
     connector_id: int
     trigger: RunTrigger = Field(sa_column=Column(String(16), nullable=False))
     #: queued -> running -> succeeded | failed. A run whose worker died or shut down ends
-    #: `failed` with `error_class` `interrupted`; `resumed_by_run_id` continues it.
+    #: `failed` with `error_class` `interrupted`, one stopped by pausing its connector
+    #: with `paused`; `resumed_by_run_id` continues it from its last committed page.
     status: RunStatus = Field(sa_column=Column(String(16), nullable=False))
     queued_at: datetime = Field(sa_type=UTCDateTime)
     #: Null while queued.

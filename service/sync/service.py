@@ -12,9 +12,10 @@ from sqlmodel import Session, col, select
 
 from connectors.base import Connector as VendorConnector
 from connectors.base import ConnectorConfig, ConnectorSecrets, RecordKind, Runtime
+from connectors.errors import ConnectorError
 from connectors.hosts import HostNotAllowedError
 from connectors.registry import connector_types
-from service.db import flush_or_conflict
+from service.db import flush_or_conflict, json_dumps
 from service.errors import ConflictError, InvalidError
 from service.okr.service import wid
 from service.settings import Settings
@@ -158,6 +159,42 @@ def build_connector(
     return cls(config, secrets, runtime)
 
 
+#: Account keys already derived, by (type, config, stored secrets) as stored: a claim
+#: derives the key of every candidate and running connector, and the stored secrets are
+#: sealed, so each is decrypted once per process rather than on every tick.
+_ACCOUNT_KEYS: dict[tuple[str, str, str], str | None] = {}
+_ACCOUNT_KEYS_MAX = 10_000
+
+
+def account_key(
+    connector_id: int | None,
+    type_name: str,
+    config: dict[str, Any],
+    secrets: dict[str, Any],
+    settings: Settings,
+) -> str:
+    """The vendor account a connector (its stored type, config and secrets) reaches
+    (`Connector.account_key`: no secret in clear), or `connector:<id>` when it reaches none
+    of its own (the demo) or its configuration or secrets cannot be read (its run fails at
+    once, holding no account)."""
+    cache_key = (type_name, json_dumps(config), json_dumps(secrets))
+    if cache_key in _ACCOUNT_KEYS:
+        key = _ACCOUNT_KEYS[cache_key]
+    else:
+        try:
+            cls = connector_class(type_name)
+            key = cls.account_key(
+                cls.config_model.model_validate(config),
+                cls.secrets_model.model_validate(secret_store.unseal(secrets, settings)),
+            )
+        except (InvalidError, ValidationError, ConnectorError):
+            return f"connector:{connector_id}"
+        if len(_ACCOUNT_KEYS) >= _ACCOUNT_KEYS_MAX:
+            _ACCOUNT_KEYS.clear()
+        _ACCOUNT_KEYS[cache_key] = key
+    return key if key is not None else f"connector:{connector_id}"
+
+
 def validated_cron(expression: str | None) -> str | None:
     """A 5-field cron expression (minute hour day month weekday), or a 422 naming
     `sync_cron`."""
@@ -245,11 +282,26 @@ def enqueue(session: Session, row: Connector, now: datetime) -> SyncRun:
     return run
 
 
-def is_stale(row: Connector, now: datetime) -> bool:
-    """Whether the connector has not synced successfully within its expected interval."""
+def stale_after(row: Connector) -> datetime | None:
+    """When the connector's values turn stale if no sync succeeds meanwhile: once the
+    schedule's next run after the last successful one's start is due, the same rule for
+    both kinds of schedule. With the interval: `sync_interval_seconds` after that start.
+    With `sync_cron`: the cron's first fire time after that start (a sync at 09:00 on
+    Friday of `0 9 * * 1-5` stays fresh until Monday 09:00; one of `*/15 * * * *` for 15
+    minutes). None: it never synced (stale now)."""
     if row.last_success_at is None:
-        return True
-    return (now - row.last_success_at).total_seconds() > row.sync_interval_seconds
+        return None
+    if row.sync_cron:
+        fired: datetime = croniter(row.sync_cron, row.last_success_at).get_next(datetime)
+        return fired
+    return row.last_success_at + timedelta(seconds=row.sync_interval_seconds)
+
+
+def is_stale(row: Connector, now: datetime) -> bool:
+    """Whether the connector has not synced successfully within its expected interval:
+    the schedule's next run after its last successful one is due (`stale_after`)."""
+    after = stale_after(row)
+    return after is None or now > after
 
 
 def public(row: Connector, now: datetime) -> ConnectorPublic:

@@ -75,6 +75,7 @@ def make_connector(
     kinds: list[str] | None = None,
     last_success_at: datetime | None = None,
     interval: int = 900,
+    cron: str | None = None,
 ) -> Connector:
     row = Connector(
         workspace_id=ws.id,  # type: ignore[arg-type]
@@ -84,6 +85,7 @@ def make_connector(
         kinds=kinds,
         last_success_at=last_success_at,
         sync_interval_seconds=interval,
+        sync_cron=cron,
         created_at=CREATED_AT,
     )
     session.add(row)

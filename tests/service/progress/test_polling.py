@@ -205,6 +205,54 @@ def test_given_a_mapped_key_result_when_a_sync_changes_nothing_then_the_tag_stay
     assert stale.json()["stale"] is True
 
 
+def test_given_a_cron_schedule_then_values_turn_stale_when_its_next_fire_passes_unsynced(
+    client: TestClient, engine: Engine, clock: FrozenClock
+) -> None:
+    """`0 9 * * 1-5` (weekdays at 09:00) with a 15-minute interval left at its default:
+    the cron, not the interval, says when the last good sync is too old."""
+    made = _setup(client)
+    synced = datetime(2026, 7, 3, 9, 0, 4, tzinfo=UTC)  # Friday's run, 4 s after its fire
+    assert synced.weekday() == 4
+    clock.now = synced + timedelta(minutes=1)
+    with Session(engine) as session:
+        ws = session.exec(select(Workspace).where(Workspace.slug == "acme")).one()
+        connector = make_connector(
+            session, ws, last_success_at=synced, interval=900, cron="0 9 * * 1-5"
+        )
+        session.commit()
+        connector_id = connector.id
+    spec = {"type": "count", "connector_id": connector_id, "kind": "lead"}
+    bound = client.post(f"{API}/mappings", json={"key_result_id": made["a"]["id"], "spec": spec})
+    assert bound.status_code == 201, bound.text
+    url = f"{API}/key-results/{made['a']['id']}/progress"
+    assert client.get(url).json()["stale"] is False
+
+    # Long past the interval, but the weekend has no fire time: still fresh on Monday 09:00.
+    monday_fire = datetime(2026, 7, 6, 9, 0, tzinfo=UTC)
+    assert monday_fire.weekday() == 0
+    clock.now = monday_fire
+    fresh = client.get(url)
+    assert fresh.json()["stale"] is False
+    etag = fresh.headers["etag"]
+    assert _poll(client, url, {}, etag).status_code == 304
+    assert ok(client.get(f"{API}/connectors/{connector_id}"))["stale"] is False
+    # Monday's fire passed with no successful sync since Friday's: stale, the tag changes.
+    clock.now = monday_fire + timedelta(microseconds=1)
+    stale = _poll(client, url, {}, etag)
+    assert stale.status_code == 200
+    assert stale.json()["stale"] is True
+    assert ok(client.get(f"{API}/connectors/{connector_id}"))["stale"] is True
+
+    # Monday's sync succeeds: fresh until Tuesday 09:00.
+    with Session(engine) as session:
+        row = session.get(Connector, connector_id)
+        assert row is not None
+        row.last_success_at = monday_fire + timedelta(seconds=3)
+        session.commit()
+    clock.now = datetime(2026, 7, 7, 8, 59, tzinfo=UTC)
+    assert client.get(url).json()["stale"] is False
+
+
 def test_given_expected_progress_in_steps_when_time_crosses_a_step_then_the_tag_changes(
     client: TestClient, clock: FrozenClock
 ) -> None:

@@ -1,6 +1,7 @@
 """Syncs are jobs: `POST /sync` queues a run (202 + Location) that workers claim from the
 database; a worker that stops renewing its lease is taken over and its run resumed; a
-stopping worker hands its run back; pause and cron schedules."""
+stopping worker hands its run back; pause (which stops a running sync at its next page)
+and cron schedules."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from sqlmodel import Session, col, select
 
 from service.auth.models import Role
 from service.main import create_app
-from service.sync.engine import INTERRUPTED, SyncEngine
-from service.sync.models import Connector, RunStatus, SyncRun
+from service.sync.engine import INTERRUPTED, PAUSED, SyncEngine
+from service.sync.models import Connector, ConnectorUpdate, RunStatus, SyncRun, SyncState
 from service.sync.scheduler import tick
+from service.sync.service import update_connector
 from tests.conftest import FROZEN_NOW, FrozenClock, bearer, issue_token, make_settings
 from tests.connectors.harness import SourceHarness
 from tests.factories import API, assert_problem, make_workspace, ok
@@ -310,6 +312,72 @@ def test_given_a_stopping_worker_then_its_run_commits_the_page_hands_back_and_re
     assert final.status == RunStatus.succeeded, final.error_message
     assert final.details is not None
     assert final.details["kinds"][kind.value]["resumed"] is True
+    assert_equals_source(engine, connector_id, demo, (kind,))
+
+
+def set_paused(
+    engine: Engine, database_url: str, connector_id: int, paused: bool, now: datetime
+) -> Connector:
+    """Pause or unpause as `PATCH /connectors/{id}` does."""
+    settings = make_settings(database_url)
+    with Session(engine, expire_on_commit=False) as session:
+        row = session.get(Connector, connector_id)
+        assert row is not None
+        update_connector(session, row, ConnectorUpdate(paused=paused), settings, now)
+        session.commit()
+        return row
+
+
+def test_given_a_running_sync_when_its_connector_is_paused_then_it_stops_at_the_next_page(
+    engine: Engine, database_url: str, demo: SourceHarness
+) -> None:
+    kind = demo.kinds[0]
+    demo.seed(kind, 40)
+    demo.set_page_size(6)
+    connector_id = store_connector(engine, demo, kinds=[kind.value], next_run_at=demo.now())
+    pages: list[int] = []
+
+    def pause_during_page_2(_kind: str, page: int) -> None:
+        pages.append(page)
+        if page == 1:
+            # An operator pauses while the worker reads page 2 from the vendor.
+            set_paused(engine, database_url, connector_id, True, demo.now())
+
+    worker = make_engine_for(engine, database_url, demo, after_commit=pause_during_page_2)
+    assert tick(worker) == 1
+    assert pages == [1, 2], "page 2 was being stored: it commits, then the run stops"
+    paused, waiting = runs_of(engine, connector_id)
+    assert (paused.status, paused.error_class) == (RunStatus.failed, PAUSED)
+    assert paused.error_message is not None
+    assert "paused" in paused.error_message
+    assert paused.fetched == 12
+    assert paused.resumed_by_run_id == waiting.id
+    assert waiting.status == RunStatus.queued
+    with Session(engine) as session:
+        row = session.get(Connector, connector_id)
+        assert row is not None
+        assert (row.lease_owner, row.next_run_at) == (None, None), "released, nothing planned"
+        assert row.last_run_status == RunStatus.failed
+        state = session.get(SyncState, (connector_id, kind.value))
+        assert state is not None
+        assert state.resume is not None, "the checkpoint of page 2 is kept"
+        assert state.watermark is None, "the window is not finished"
+    assert tick(make_engine_for(engine, database_url, demo)) == 0, "paused: the run waits"
+
+    unpaused = set_paused(engine, database_url, connector_id, False, demo.now())
+    assert unpaused.next_run_at == demo.now(), "the waiting run is due at once"
+    pages.clear()
+    resumer = make_engine_for(
+        engine, database_url, demo, after_commit=lambda _kind, page: pages.append(page)
+    )
+    assert tick(resumer) == 1
+    final = runs_of(engine, connector_id)[-1]
+    assert final.id == waiting.id
+    assert final.status == RunStatus.succeeded, final.error_message
+    assert final.details is not None
+    assert final.details["kinds"][kind.value]["resumed"] is True
+    assert final.fetched == 40 - 12, "continued after page 2, nothing read twice"
+    assert len(pages) == 5
     assert_equals_source(engine, connector_id, demo, (kind,))
 
 

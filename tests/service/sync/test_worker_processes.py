@@ -89,6 +89,10 @@ def worker_env(database_url: str, **extra: str) -> dict[str, str]:
             "OKR_SYNC_LEASE_SECONDS": str(LEASE_SECONDS),
             "OKR_SCHEDULER_TICK_SECONDS": str(TICK_SECONDS),
             "OKR_WORKER_CONCURRENCY": "2",
+            # The connectors share one fake account (one token): these tests are about
+            # takeover and shutdown, not the account cap (test_account_cap.py), so it
+            # must not queue them behind each other.
+            "OKR_SYNC_MAX_PER_ACCOUNT": "100",
             "OKR_CONNECTOR_ALLOWED_HOSTS": "127.0.0.1",
             "OKR_LOG_FORMAT": "text",
             "PYTHONPATH": str(REPO),
