@@ -32,14 +32,14 @@ def hubspot(tmp_path: Path) -> Iterator[HubSpotHarness]:
         yield harness
 
 
-def read_together(connectors: list[HubSpotConnector]) -> list[list[Record]]:
-    """Full reads of contacts by every connector at once, one thread each."""
+def read_together(connectors: list[HubSpotConnector], window: Window = FULL) -> list[list[Record]]:
+    """Reads of contacts in `window` (all) by every connector at once, one thread each."""
     results: list[list[Record]] = [[] for _ in connectors]
     errors: list[BaseException] = []
 
     def read(i: int) -> None:
         try:
-            for page in connectors[i].read(RecordKind.contact, FULL):
+            for page in connectors[i].read(RecordKind.contact, window):
                 results[i].extend(page.records)
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
