@@ -202,6 +202,8 @@ class Governor:
         self.account: str | None = None
         #: Threads waiting in `acquire` (how many cells to lease at once).
         self._waiting = 0
+        #: The store's last answer was an error (logged once, not per lease).
+        self._store_failing = False
         #: Requests admitted and 429s reported, for tests and metrics.
         self.admitted = 0
         self.rate_limited = 0
@@ -305,11 +307,18 @@ class Governor:
                 spacing_seconds=spacing,
                 horizon_seconds=max(HORIZON_SECONDS, 2 * spacing),
             )
-        except Exception:  # noqa: BLE001 - the store failing must not stop the sync
+        except Exception as exc:  # noqa: BLE001 - the store failing must not stop the sync
             # The process's own lanes still hold it to the limit alone; the vendor's 429s
             # (shared through this governor) catch the rest until the store answers.
-            log.warning("shared rate budget unavailable; this process throttles alone")
+            if not self._store_failing:
+                log.warning(
+                    "shared rate budget unavailable (%s); this process throttles alone",
+                    type(exc).__name__,
+                )
+            self._store_failing = True
             grant = None
+        else:
+            self._store_failing = False
         finally:
             self._cond.acquire()
             lane.leasing = False
