@@ -13,5 +13,11 @@ from service.okr.models import (  # noqa: F401
 )
 from service.progress import versions  # noqa: F401 - bumps progress_version on writes
 from service.progress.models import ProgressVersion  # noqa: F401
-from service.sync.models import Connector, SyncedRecord, SyncRun, SyncState  # noqa: F401
+from service.sync.models import (  # noqa: F401
+    Connector,
+    RateBudget,
+    SyncedRecord,
+    SyncRun,
+    SyncState,
+)
 from service.workspaces.models import Workspace  # noqa: F401

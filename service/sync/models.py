@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -267,3 +268,24 @@ class SyncRun(SyncRunBase, table=True):
 
 class SyncRunPublic(SyncRunBase):
     id: int
+
+
+# ---------------------------------------------------------------------------- rate budget
+
+
+class RateBudget(SQLModel, table=True):
+    """One lane of a vendor account's request schedule, shared by every process that
+    sends on the account's behalf (`service.sync.budget`). Times are the database's
+    clock in seconds since the Unix epoch, the one clock every process agrees on."""
+
+    __tablename__ = "rate_budget"
+    #: `connectors.governor.account_key`: vendor, base URL and portal id or token hash.
+    account: str = Field(sa_column=Column(String(255), primary_key=True))
+    lane: str = Field(sa_column=Column(String(32), primary_key=True))
+    #: Where the next free cell starts (cells before it are leased to some process).
+    next_free: float = Field(sa_column=Column(Double(), nullable=False))
+    #: A 429 seen by any process: no cells before this.
+    paused_until: float = Field(sa_column=Column(Double(), nullable=False))
+    #: The start of the cells the last reservation got; NULL when it got none (so the
+    #: reserver reads its own outcome from the row its statement wrote).
+    granted_from: float | None = Field(default=None, sa_column=Column(Double(), nullable=True))
