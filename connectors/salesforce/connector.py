@@ -41,6 +41,7 @@ from connectors.errors import (
 )
 from connectors.salesforce.client import (
     AuthFlow,
+    BulkResults,
     Credentials,
     QueryBatch,
     QueryLocatorExpiredError,
@@ -441,21 +442,12 @@ class SalesforceConnector(Connector):
                 partial(self._client.query, soql, include_deleted=False, batch_size=batch_size)
             )
 
-        batch = first_batch()
-        while True:
+        # If the cursor dies, `Id` order lets the listing go on after the last id.
+        for batch in self._rest_batches(first_batch, batch_size):
             ids = [_id_of(raw, kind) for raw in batch.records]
             if ids:
                 last = ids[-1]
                 yield ids
-            if batch.done or batch.next_records_url is None:
-                return
-            try:
-                batch = self._call(
-                    partial(self._client.query_more, batch.next_records_url, batch_size=batch_size)
-                )
-            except QueryLocatorExpiredError:
-                # The cursor died; `Id` order lets the listing go on after the last id.
-                batch = first_batch()
 
     def _read_ids_bulk(self, kind: RecordKind) -> Iterator[list[str]]:
         # `query`, not `queryAll`: records in the Recycle Bin are not live.
@@ -464,25 +456,13 @@ class SalesforceConnector(Connector):
             partial(self._client.bulk_create_query_job, soql, include_deleted=False)
         )
         self._wait_for_job(job_id)
-        locator: str | None = None
-        while True:
-            results = self._call(
-                partial(
-                    self._client.bulk_results,
-                    job_id,
-                    locator=locator,
-                    max_records=self._cfg.bulk_page_size,
-                )
-            )
+        for results in self._bulk_result_sets(job_id):
             if "Id" not in results.header:
                 raise SourceDataError(f"Salesforce Bulk API results of job {job_id} have no Id")
             column = results.header.index("Id")
             ids = [row[column] for row in results.rows if len(row) > column and row[column]]
             if ids:
                 yield ids
-            if results.locator is None:
-                return
-            locator = results.locator
 
     def _id_soql(
         self,
@@ -596,16 +576,18 @@ class SalesforceConnector(Connector):
         """Records of `part` (a sub-window of `window`) after the keyset `after`."""
         batch_size = self._batch_size()
 
-        def first_batch(position: tuple[datetime, str] | None) -> QueryBatch:
+        position = after
+
+        def first_batch() -> QueryBatch:
+            # After `position`, the last record taken: if the cursor dies (idle too long,
+            # or evicted), the keyset resumes exactly.
             soql = self._soql(kind, part, position, select=", ".join(fields))
             return self._call(
                 partial(self._client.query, soql, include_deleted=True, batch_size=batch_size)
             )
 
         normaliser = _Normaliser(fields)
-        position = after
-        batch = first_batch(position)
-        while True:
+        for batch in self._rest_batches(first_batch, batch_size):
             records: list[Record] = []
             skipped: list[Skipped] = []
             for raw in batch.records:
@@ -621,15 +603,6 @@ class SalesforceConnector(Connector):
                     records.append(record)
             if batch.records:
                 yield Page(records, checkpoint=_checkpoint(position), skipped=tuple(skipped))
-            if batch.done or batch.next_records_url is None:
-                return
-            try:
-                batch = self._call(
-                    partial(self._client.query_more, batch.next_records_url, batch_size=batch_size)
-                )
-            except QueryLocatorExpiredError:
-                # The cursor died (idle too long, or evicted); the keyset resumes exactly.
-                batch = first_batch(position)
 
     def _read_bulk(
         self,
@@ -691,19 +664,10 @@ class SalesforceConnector(Connector):
         job_id = self._call(partial(self._client.bulk_create_query_job, soql, include_deleted=True))
         self._wait_for_job(job_id)
         normaliser = _Normaliser(fields)
-        locator: str | None = None
         # Rows of one job come in no order: until the slice is read completely, a resume
         # starts again at its beginning.
         partial_checkpoint = {"bulk_done_before": part.start.isoformat()}
-        while True:
-            results = self._call(
-                partial(
-                    self._client.bulk_results,
-                    job_id,
-                    locator=locator,
-                    max_records=self._cfg.bulk_page_size,
-                )
-            )
+        for results in self._bulk_result_sets(job_id):
             to_raw = normaliser.csv_reader(results.header)
             records = []
             skipped: list[Skipped] = []
@@ -724,7 +688,6 @@ class SalesforceConnector(Connector):
                 return
             if results.rows:
                 yield Page(records, checkpoint=partial_checkpoint, skipped=tuple(skipped))
-            locator = results.locator
 
     def _read_deleted(self, kind: RecordKind, window: Window) -> list[Record]:
         """Deletes the delete log holds for the window's overlap with its reach.
@@ -752,6 +715,41 @@ class SalesforceConnector(Connector):
             )
             for entry in answer.records
         ]
+
+    def _rest_batches(
+        self, first_batch: Callable[[], QueryBatch], batch_size: int
+    ) -> Iterator[QueryBatch]:
+        """A REST query's batches, following `nextRecordsUrl`. When the cursor expires,
+        `first_batch` is asked again: it must start after what the caller has taken."""
+        batch = first_batch()
+        while True:
+            yield batch
+            if batch.done or batch.next_records_url is None:
+                return
+            try:
+                batch = self._call(
+                    partial(self._client.query_more, batch.next_records_url, batch_size=batch_size)
+                )
+            except QueryLocatorExpiredError:
+                batch = first_batch()
+
+    def _bulk_result_sets(self, job_id: str) -> Iterator[BulkResults]:
+        """A completed Bulk API 2.0 query job's result sets, `bulk_page_size` rows each,
+        following the `Sforce-Locator` until the last (locator None)."""
+        locator: str | None = None
+        while True:
+            results = self._call(
+                partial(
+                    self._client.bulk_results,
+                    job_id,
+                    locator=locator,
+                    max_records=self._cfg.bulk_page_size,
+                )
+            )
+            yield results
+            if results.locator is None:
+                return
+            locator = results.locator
 
     def _wait_for_job(self, job_id: str) -> None:
         """Poll the job until `JobComplete`; sleeping goes through the policy's clock."""
