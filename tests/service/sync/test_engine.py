@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,13 +106,10 @@ class SourceSync(SyncEngine):
         return super().run(connector_id, trigger)
 
 
-def make_engine_for(
-    engine: Engine,
-    database_url: str,
-    harness: SourceHarness,
-    reconcile_seconds: int = 0,
-    **kwargs: Any,
-) -> SourceSync:
+def harness_runtime(harness: SourceHarness) -> Callable[[Connector], Runtime]:
+    """The engine's runtime factory for connectors on `harness`'s fake: its clock, TLS and
+    hosts, three quick attempts per request."""
+
     def runtime(_row: Connector) -> Runtime:
         base = harness.connector().runtime
         return Runtime(
@@ -124,6 +121,17 @@ def make_engine_for(
             allowed_hosts=base.allowed_hosts,
         )
 
+    return runtime
+
+
+def make_engine_for(
+    engine: Engine,
+    database_url: str,
+    harness: SourceHarness,
+    reconcile_seconds: int = 0,
+    **kwargs: Any,
+) -> SourceSync:
+    runtime = harness_runtime(harness)
     settings = make_settings(
         database_url, sync_overlap_seconds=60, sync_reconcile_seconds=reconcile_seconds
     )

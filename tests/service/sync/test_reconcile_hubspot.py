@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from connectors.base import RecordKind, Runtime
-from connectors.retry import RetryPolicy
+from connectors.base import RecordKind
 from service.mappings.service import bind
 from service.mappings.spec import parse_spec
 from service.okr.models import KeyResult
@@ -22,7 +21,7 @@ from service.workspaces.models import Workspace
 from tests.conftest import make_settings
 from tests.connectors.hubspot.harness import HubSpotHarness, make_harness
 from tests.service.mappings.factories import make_key_result
-from tests.service.sync.test_engine import store_connector, stored_ids
+from tests.service.sync.test_engine import harness_runtime, store_connector, stored_ids
 
 
 @pytest.fixture
@@ -37,14 +36,7 @@ def test_given_a_gdpr_deleted_contact_when_reconciliation_is_due_then_it_leaves_
     hubspot.seed(RecordKind.contact, 6)
     config = hubspot.config(reconcile_interval_seconds=3_600).model_dump(mode="json")
     connector_id = store_connector(engine, hubspot, kinds=["contact"], config=config)
-
-    def runtime(_row: Connector) -> Runtime:
-        return Runtime(
-            retry=RetryPolicy(max_attempts=3, sleep=lambda _s: None),
-            timeout_seconds=5,
-            clock=hubspot.now,
-            allowed_hosts=hubspot.connector().runtime.allowed_hosts,
-        )
+    runtime = harness_runtime(hubspot)
 
     # The service's default would reconcile on every run: the connector's own hour wins.
     settings = make_settings(database_url, sync_reconcile_seconds=0)
@@ -98,14 +90,7 @@ def test_given_a_tombstone_of_a_live_contact_when_ids_are_reconciled_then_it_is_
     hubspot.seed(RecordKind.contact, 4)
     config = hubspot.config(reconcile_interval_seconds=3_600).model_dump(mode="json")
     connector_id = store_connector(engine, hubspot, kinds=["contact"], config=config)
-
-    def runtime(_row: Connector) -> Runtime:
-        return Runtime(
-            retry=RetryPolicy(max_attempts=3, sleep=lambda _s: None),
-            timeout_seconds=5,
-            clock=hubspot.now,
-            allowed_hosts=hubspot.connector().runtime.allowed_hosts,
-        )
+    runtime = harness_runtime(hubspot)
 
     sync = SyncEngine(
         engine, make_settings(database_url), clock=hubspot.now, runtime_factory=runtime

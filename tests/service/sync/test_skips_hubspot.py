@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from connectors.base import RecordKind, Runtime
-from connectors.retry import RetryPolicy
+from connectors.base import RecordKind
 from service.sync.engine import SyncEngine
-from service.sync.models import Connector, RunStatus
+from service.sync.models import RunStatus
 from tests.conftest import make_settings
 from tests.connectors.hubspot.harness import HubSpotHarness, make_harness
-from tests.service.sync.test_engine import store_connector, stored_ids
+from tests.service.sync.test_engine import harness_runtime, store_connector, stored_ids
 
 
 @pytest.fixture
@@ -34,14 +33,7 @@ def test_given_one_unreadable_deal_per_window_when_syncing_then_the_rest_is_stor
     connector_id = store_connector(
         engine, hubspot, kinds=["deal"], config=hubspot.config().model_dump(mode="json")
     )
-
-    def runtime(_row: Connector) -> Runtime:
-        return Runtime(
-            retry=RetryPolicy(max_attempts=3, sleep=lambda _s: None),
-            timeout_seconds=5,
-            clock=hubspot.now,
-            allowed_hosts=hubspot.connector().runtime.allowed_hosts,
-        )
+    runtime = harness_runtime(hubspot)
 
     settings = make_settings(database_url, sync_overlap_seconds=60, sync_reconcile_seconds=86_400)
     sync = SyncEngine(engine, settings, clock=hubspot.now, runtime_factory=runtime)
