@@ -217,10 +217,10 @@ class ProgressCache:
         try:
             before = self._workspaces.get(key)
             # Read now: a build meanwhile may move the reference's version on (`serve`).
-            version = before.version if before is not None else None
+            version = before.version if before is not None else 0
             ref = await self._once(("workspace", key), self._look_up, key, now)
-            if before is not None and before.id == ref.id and ref.version > (version or 0):
-                await self._rebuild(ref, version or 0, now)
+            if before is not None and before.id == ref.id and ref.version > version:
+                await self._rebuild(ref, version, now)
             self._workspaces[key] = ref
         except Exception:  # noqa: BLE001 (the next read past the delay looks up and answers it)
             log.debug("background workspace check failed", exc_info=True)
