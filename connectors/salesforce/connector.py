@@ -720,12 +720,19 @@ class SalesforceConnector(Connector):
         self, first_batch: Callable[[], QueryBatch], batch_size: int
     ) -> Iterator[QueryBatch]:
         """A REST query's batches, following `nextRecordsUrl`. When the cursor expires,
-        `first_batch` is asked again: it must start after what the caller has taken."""
+        `first_batch` is asked again: it must start after what the caller has taken.
+        A `nextRecordsUrl` already followed fails the read (it would loop forever)."""
         batch = first_batch()
+        followed: set[str] = set()
         while True:
             yield batch
             if batch.done or batch.next_records_url is None:
                 return
+            if batch.next_records_url in followed:
+                raise SourceDataError(
+                    f"Salesforce returned a query cursor already read ({batch.next_records_url})"
+                )
+            followed.add(batch.next_records_url)
             try:
                 batch = self._call(
                     partial(self._client.query_more, batch.next_records_url, batch_size=batch_size)
@@ -735,8 +742,10 @@ class SalesforceConnector(Connector):
 
     def _bulk_result_sets(self, job_id: str) -> Iterator[BulkResults]:
         """A completed Bulk API 2.0 query job's result sets, `bulk_page_size` rows each,
-        following the `Sforce-Locator` until the last (locator None)."""
+        following the `Sforce-Locator` until the last (locator None). A locator already
+        followed fails the read (it would loop forever)."""
         locator: str | None = None
+        followed: set[str] = set()
         while True:
             results = self._call(
                 partial(
@@ -749,7 +758,13 @@ class SalesforceConnector(Connector):
             yield results
             if results.locator is None:
                 return
+            if results.locator in followed:
+                raise SourceDataError(
+                    f"Salesforce Bulk API job {job_id} returned a result locator already read "
+                    f"({results.locator})"
+                )
             locator = results.locator
+            followed.add(locator)
 
     def _wait_for_job(self, job_id: str) -> None:
         """Poll the job until `JobComplete`; sleeping goes through the policy's clock."""

@@ -741,6 +741,9 @@ class FakeSalesforce:
         self.delete_log: list[tuple[str, str, int]] = []
         #: How far back the delete log answers (Salesforce: 15 days).
         self.delete_log_days = 15
+        #: A stuck cursor: every REST batch after the first and every Bulk result set
+        #: name themselves as the next one (the same nextRecordsUrl / Sforce-Locator).
+        self.stuck_cursors = False
         self.api_used = 0
         self.api_limit = 100_000
         self.faults: list[Fault] = []
@@ -1271,7 +1274,7 @@ class FakeSalesforce:
             cursor = self._cursors.get(cursor_id)
         if cursor is None or not offset.isdigit():
             return _error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        response = _page(cursor, cursor_id, int(offset), batch)
+        response = _page(cursor, cursor_id, int(offset), batch, stuck=self.stuck_cursors)
         if int(offset) + batch >= cursor.total:
             with self._lock:
                 self._cursors.pop(cursor_id, None)
@@ -1351,6 +1354,8 @@ class FakeSalesforce:
         next_locator = (
             base64.b64encode(str(end).encode()).decode() if end < len(job.rows) else "null"
         )
+        if self.stuck_cursors and locator:
+            next_locator = locator
         return Response(
             out.getvalue().encode(),
             media_type="text/csv",
@@ -1367,7 +1372,9 @@ def _batch_size(header: str | None) -> int:
     return 2000
 
 
-def _page(cursor: _Cursor, cursor_id: str, offset: int, batch: int) -> Response:
+def _page(
+    cursor: _Cursor, cursor_id: str, offset: int, batch: int, *, stuck: bool = False
+) -> Response:
     chunk: Sequence[bytes] = cursor.chunks[offset : offset + batch]
     done = offset + batch >= cursor.total
     head = b'{"totalSize":%d,"done":%s,' % (cursor.total, b"true" if done else b"false")
@@ -1375,7 +1382,7 @@ def _page(cursor: _Cursor, cursor_id: str, offset: int, batch: int) -> Response:
         head += b'"nextRecordsUrl":"%s/%s-%d",' % (
             cursor.path.encode(),
             cursor_id.encode(),
-            offset + batch,
+            offset if stuck else offset + batch,
         )
     body = head + b'"records":[' + b",".join(chunk) + b"]}"
     return Response(body, media_type="application/json")

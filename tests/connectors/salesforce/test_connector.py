@@ -547,6 +547,32 @@ def test_given_expired_query_cursor_when_paging_then_query_restarts_after_last_r
     assert sf.fake.requests_to("query") == 2
 
 
+def test_given_a_stuck_query_cursor_when_paging_then_source_data_error_not_a_loop(
+    sf: SalesforceHarness,
+) -> None:
+    sf.seed(RecordKind.lead, 9)
+    sf.set_page_size(3)
+    sf.fake.stuck_cursors = True
+
+    with pytest.raises(SourceDataError, match="query cursor already read"):
+        read(sf.connector(), RecordKind.lead, SINCE_2026)
+    # The next batch was asked for once; it named itself as the next: no further request.
+    assert sf.fake.requests_to("queryMore") == 1
+
+
+def test_given_a_stuck_bulk_locator_when_reading_then_source_data_error_not_a_loop(
+    sf: SalesforceHarness,
+) -> None:
+    sf.seed(RecordKind.lead, 12)
+    sf.fake.stuck_cursors = True
+    config = sf.config(bulk_threshold=1, bulk_page_size=5)
+
+    with pytest.raises(SourceDataError, match="result locator already read"):
+        read(sf.connector(config=config), RecordKind.lead, EVERYTHING)
+    # The first result set, then the next one, which named itself as the next.
+    assert sf.fake.requests_to("bulk_results") == 2
+
+
 def test_given_checkpoint_when_resuming_then_keyset_clause_is_sent(sf: SalesforceHarness) -> None:
     sf.seed(RecordKind.lead, 6)
     sf.set_page_size(4)
