@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.pool import NullPool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import Receive, Scope, Send
 
 from service import db, observability
 from service.admission import Admission, db_request_slots
@@ -104,6 +105,23 @@ def startup(settings: Settings, engine: Engine, clock: Clock = utc_now) -> None:
                 SyncEngine(engine, settings, clock=clock).run(connector_id)
 
 
+class OkrSyncApp(FastAPI):
+    """FastAPI, with polled progress reads answered from memory before its middleware
+    stack when they can be (`service.progress.fastpath`)."""
+
+    polled_reads: PolledReads | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        polled = self.polled_reads
+        if (
+            polled is not None
+            and not self.root_path
+            and await polled.answered(self.state, scope, send)
+        ):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
@@ -138,7 +156,7 @@ def create_app(
                 # In a thread: the event loop keeps serving what is still open meanwhile.
                 await anyio.to_thread.run_sync(scheduler.stop, settings.shutdown_grace_seconds)
 
-    app = FastAPI(
+    app = OkrSyncApp(
         title="okr-sync",
         # Served by `install_dashboard` from packaged assets instead of a CDN.
         docs_url=None,
@@ -161,9 +179,9 @@ def create_app(
     app.state.admission = Admission(db_request_slots(settings))
     install_error_handlers(app)
     install_openapi(app)
+    # Before the stack: polled progress reads answered from memory, when they can be.
+    app.polled_reads = PolledReads(settings.allowed_hosts)
     # Outermost last: the Host is checked first, then the body is bounded while it streams.
-    # Innermost: polled progress reads answered from memory (`service.progress.fastpath`).
-    app.add_middleware(PolledReads)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     # Outermost: every request is timed and logged, refused ones included.

@@ -4,10 +4,13 @@ the routes, which answer as they always did."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from service.auth.models import Role
@@ -133,3 +136,68 @@ def test_given_a_token_over_its_rate_when_its_reads_are_cached_then_429(
         limited = client.get(f"{API}/progress")
         assert limited.headers["retry-after"]
         assert limited.json()["status"] == 429
+
+
+def test_given_a_host_not_allowed_when_the_read_is_cached_then_the_host_check_refuses_it(
+    app: FastAPI, client: TestClient
+) -> None:
+    made = _setup(client)
+    path = f"{API}/key-results/{made['kr']['id']}/progress"
+    body = client.get(path).content
+    before = _hits(app)
+    for host in ("evil.example", "testserver.evil.example", "testserver:", "[::1]"):
+        refused = client.get(path, headers={"Host": host})
+        assert refused.status_code == 400, host
+        assert refused.text == "Invalid host header"
+    assert _hits(app) == before
+    for host in ("testserver", "TESTSERVER:8000"):
+        answered = client.get(path, headers={"Host": host})
+        assert (answered.status_code, answered.content) == (200, body)
+    assert _hits(app) == before + 2
+
+
+def test_given_a_read_with_a_body_then_the_stack_answers_it(
+    app: FastAPI, client: TestClient
+) -> None:
+    made = _setup(client)
+    path = f"{API}/key-results/{made['kr']['id']}/progress"
+    body = client.get(path).content
+    before = _hits(app)
+    with_body = client.request("GET", path, content=b"x" * 10)
+    assert (with_body.status_code, with_body.content) == (200, body)
+    assert _hits(app) == before
+    too_large = client.request("GET", path, content=b"x" * (app.state.settings.max_body_bytes + 1))
+    assert too_large.status_code == 413
+
+
+def _requests_counted(client: TestClient, route: str, status: str) -> float:
+    text = client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "okr_http_requests":
+            for sample in family.samples:
+                if sample.labels.get("route") == route and sample.labels["status"] == status:
+                    return float(sample.value)
+    return 0.0
+
+
+def test_given_reads_answered_from_memory_then_they_are_logged_and_counted_like_the_routes(
+    app: FastAPI, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    made = _setup(client)
+    path = f"{API}/key-results/{made['kr']['id']}/progress"
+    route = "/api/v1/key-results/{key_result_id}/progress"
+    etag = client.get(path).headers["etag"]
+    counted = {s: _requests_counted(client, route, s) for s in ("200", "304")}
+    before = _hits(app)
+    with caplog.at_level(logging.INFO, logger="okr_sync.request"):
+        assert client.get(path).status_code == 200
+        assert client.get(path, headers={"If-None-Match": etag}).status_code == 304
+    assert _hits(app) == before + 2
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "request"]
+    assert [(r.method, r.route, r.status, r.workspace) for r in lines] == [  # type: ignore[attr-defined]
+        ("GET", route, 200, "acme"),
+        ("GET", route, 304, "acme"),
+    ]
+    assert all(r.latency_ms >= 0 for r in lines)  # type: ignore[attr-defined]
+    assert _requests_counted(client, route, "200") == counted["200"] + 1
+    assert _requests_counted(client, route, "304") == counted["304"] + 1
