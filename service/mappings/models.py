@@ -81,6 +81,10 @@ Index(
     _record.c.status,
     _record.c.score,
 )
+#: Only records with a close date (opportunities): every close-date window has
+#: `close_date >= ? AND close_date < ?`, which implies it, so both databases still use the
+#: index, and leads and NPS answers (most records) are no longer written into it.
+_CLOSED = _record.c.close_date.is_not(None)
 Index(
     "ix_record_eval_closed",
     _record.c.connector_id,
@@ -93,6 +97,8 @@ Index(
     _record.c.lead_source,
     _record.c.currency,
     _record.c.amount_e4,
+    sqlite_where=_CLOSED,
+    postgresql_where=_CLOSED,
 )
 
 # ---------------------------------------------------------------------------- API models
