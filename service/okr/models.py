@@ -17,18 +17,18 @@ from service.db_types import UTCDateTime
 from service.workspaces.models import Text
 
 
-def _fk(target: str, *, nullable: bool = False, cascade: bool = True) -> Any:
+def _fk(target: str, *, nullable: bool = False, cascade: bool = True, index: bool = True) -> Any:
     """A foreign-key column; `cascade` deletes children with their parent."""
     return Column(
         Integer,
         ForeignKey(target, ondelete="CASCADE" if cascade else None),
         nullable=nullable,
-        index=True,
+        index=index,
     )
 
 
-def workspace_fk() -> Any:
-    return _fk("workspace.id")
+def workspace_fk(*, index: bool = True) -> Any:
+    return _fk("workspace.id", index=index)
 
 
 class KeyResultKind(enum.StrEnum):

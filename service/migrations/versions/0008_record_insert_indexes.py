@@ -1,4 +1,5 @@
-"""partial closed-date index: only records with a close date are written into it
+"""record indexes a sync no longer maintains: the closed-date index holds only records
+with a close date, and record.workspace_id is not indexed
 
 Revision ID: 0008
 Revises: 0007
@@ -42,8 +43,12 @@ def upgrade() -> None:
         sqlite_where=closed,
         postgresql_where=closed,
     )
+    # Nothing selects records by workspace (they are read by connector); the index only
+    # served the rare workspace deletion, and cost every sync insert about a tenth.
+    op.drop_index("ix_record_workspace_id", table_name="record")
 
 
 def downgrade() -> None:
+    op.create_index("ix_record_workspace_id", "record", ["workspace_id"], unique=False)
     op.drop_index("ix_record_eval_closed", table_name="record")
     op.create_index("ix_record_eval_closed", "record", _COLUMNS, unique=False)
