@@ -138,13 +138,18 @@ def test_given_a_token_over_its_rate_when_its_reads_are_cached_then_429(
         assert limited.json()["status"] == 429
 
 
+def _cached_key_result(app: FastAPI, client: TestClient) -> tuple[str, bytes, int]:
+    """A key result's progress path, read once (so memory holds it): its body and the
+    memory hits so far."""
+    made = _setup(client)
+    path = f"{API}/key-results/{made['kr']['id']}/progress"
+    return path, client.get(path).content, _hits(app)
+
+
 def test_given_a_host_not_allowed_when_the_read_is_cached_then_the_host_check_refuses_it(
     app: FastAPI, client: TestClient
 ) -> None:
-    made = _setup(client)
-    path = f"{API}/key-results/{made['kr']['id']}/progress"
-    body = client.get(path).content
-    before = _hits(app)
+    path, body, before = _cached_key_result(app, client)
     for host in ("evil.example", "testserver.evil.example", "testserver:", "[::1]"):
         refused = client.get(path, headers={"Host": host})
         assert refused.status_code == 400, host
@@ -159,10 +164,7 @@ def test_given_a_host_not_allowed_when_the_read_is_cached_then_the_host_check_re
 def test_given_a_read_with_a_body_then_the_stack_answers_it(
     app: FastAPI, client: TestClient
 ) -> None:
-    made = _setup(client)
-    path = f"{API}/key-results/{made['kr']['id']}/progress"
-    body = client.get(path).content
-    before = _hits(app)
+    path, body, before = _cached_key_result(app, client)
     with_body = client.request("GET", path, content=b"x" * 10)
     assert (with_body.status_code, with_body.content) == (200, body)
     assert _hits(app) == before
