@@ -108,6 +108,8 @@ class PolledReads:
         name, colon, port = host.rpartition(":")
         if colon and port.isdigit() and (":" not in name or name.endswith("]")):
             host = name
+        if ":" in host and not host.startswith("["):
+            return False  # not a host name or a bracketed address: let the stack refuse it
         return host in self._hosts or (
             bool(self._host_suffixes) and host.endswith(self._host_suffixes)
         )
