@@ -13,8 +13,6 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from sqlalchemy.pool import NullPool
@@ -29,7 +27,7 @@ from service.auth.service import create_token
 from service.clock import Clock, in_utc, utc_now
 from service.dashboard.routes import install_dashboard
 from service.errors import ForbiddenError, install_error_handlers, problem
-from service.limits import BodySizeLimit
+from service.limits import BodySizeLimit, RateLimiter
 from service.mappings.routes import router as mappings_router
 from service.observability import RequestMetrics
 from service.okr.routes import router as okr_router
@@ -173,9 +171,8 @@ def create_app(
     app.state.sync_engine = sync_engine
     app.state.clock = clock
     # Per-token request counts of this process, for the rate limit: a sliding-window
-    # counter, constant time per request (a moving window keeps every hit of the last
-    # minute in a list, whose insert grows with the rate allowed).
-    app.state.rate_limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+    # counter, constant time per request, on the app's clock.
+    app.state.rate_limiter = RateLimiter()
     app.state.admission = Admission(db_request_slots(settings))
     install_error_handlers(app)
     install_openapi(app)

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from limits import RateLimitItemPerMinute
-from limits.strategies import SlidingWindowCounterRateLimiter
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel, select
 
 from service.auth.models import ApiToken, AuditEvent, Role, TokenCreate
 from service.errors import ForbiddenError, RateLimitedError, UnauthorizedError
+from service.limits import RateLimiter
 
 #: Every token starts with this, so secret scanners (and people) recognise one.
 TOKEN_PREFIX = "okr_"
@@ -321,16 +320,12 @@ def _audit(session: OrmSession, _context: Any) -> None:
 
 
 def enforce_rate(
-    limiter: SlidingWindowCounterRateLimiter, per_minute: int, principal: Principal, now: datetime
+    limiter: RateLimiter, per_minute: int, principal: Principal, now: datetime
 ) -> None:
     """Count a request of `principal`'s token; 429 with Retry-After beyond `per_minute`."""
-    rate = RateLimitItemPerMinute(per_minute)
-    key = str(principal.token_id)
-    if not limiter.hit(rate, key):
-        reset = limiter.get_window_stats(rate, key).reset_time
-        # The limiter counts in wall-clock seconds; Retry-After stays within one window.
-        wait = min(60, max(1, math.ceil(reset - now.timestamp())))
+    wait = limiter.hit(str(principal.token_id), per_minute, now.timestamp())
+    if wait is not None:
         raise RateLimitedError(
             f"more than {per_minute} requests a minute with this token",
-            retry_after_seconds=wait,
+            retry_after_seconds=min(60, max(1, math.ceil(wait))),
         )

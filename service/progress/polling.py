@@ -24,7 +24,6 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -45,6 +44,7 @@ from service.clock import Clock
 from service.deps import XWorkspace, bearer
 from service.errors import NotFoundError, RateLimitedError, UnauthorizedError
 from service.http_cache import Representation, representation, respond
+from service.limits import RateLimiter
 from service.okr.models import KeyResult, Objective, Team
 from service.okr.service import find_period, get_owned
 from service.progress.models import ProgressVersion
@@ -115,7 +115,7 @@ class ProgressCache:
         settings: Settings,
         clock: Clock,
         admission: Admission,
-        rate_limiter: SlidingWindowCounterRateLimiter,
+        rate_limiter: RateLimiter,
     ) -> None:
         self.engine = engine
         self.admission = admission

@@ -1,9 +1,11 @@
-"""The request body size limit (413, enforced while the body streams) and the Host check."""
+"""The request body size limit (413, enforced while the body streams), the Host check, and
+the per-token rate limiter (a sliding-window counter on the caller's clock)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from starlette.types import Message, Receive, Scope, Send
 
-from service.limits import BodySizeLimit
+from service.limits import BodySizeLimit, RateLimiter
 from service.main import create_app
 from service.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, FrozenClock, bearer, issue_token, make_settings
@@ -136,3 +138,72 @@ def test_given_allowed_hosts_when_a_request_names_a_host_then_only_those_are_ser
 def test_given_a_malformed_wildcard_when_settings_are_read_then_the_setting_is_named() -> None:
     with pytest.raises(ValueError, match="allowed_hosts"):
         Settings(allowed_hosts=["api.*.example.com"])
+
+
+# ---------------------------------------------------------------------------- rate limiter
+
+T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a minute
+
+
+def test_given_a_minute_when_the_limit_is_reached_then_the_next_hit_waits_for_the_next_minute() -> (
+    None
+):
+    limiter = RateLimiter()
+    assert [limiter.hit("a", 3, T0 + 10) for _ in range(3)] == [None, None, None]
+    assert limiter.hit("a", 3, T0 + 10) == 50.0  # all three in this minute: at T0 + 60
+    assert limiter.hit("b", 3, T0 + 10) is None  # per key
+
+
+def test_given_a_full_minute_when_the_window_slides_then_hits_come_back_as_its_weight_falls() -> (
+    None
+):
+    limiter = RateLimiter()
+    for _ in range(4):
+        assert limiter.hit("a", 4, T0 + 59) is None
+    # At T0 + 75 the sliding minute still covers 3/4 of the previous one: 4 * 0.75 = 3.
+    assert limiter.hit("a", 4, T0 + 75) is None  # 3 + 0 + 1 <= 4
+    wait = limiter.hit("a", 4, T0 + 75)  # 3 + 1 + 1 > 4: until 4 * w + 1 + 1 <= 4, w = 1/2
+    assert wait == 15.0
+    assert limiter.hit("a", 4, T0 + 75 + wait) is None
+    # Two minutes idle: nothing left of it.
+    assert [limiter.hit("a", 4, T0 + 240) for _ in range(4)] == [None] * 4
+
+
+def test_given_refused_hits_then_they_are_not_counted() -> None:
+    limiter = RateLimiter()
+    assert limiter.hit("a", 1, T0) is None
+    for _ in range(10):
+        assert limiter.hit("a", 1, T0 + 1) is not None
+    assert limiter.hit("a", 1, T0 + 120) is None
+
+
+def test_given_the_clock_going_back_then_the_later_minute_keeps_counting() -> None:
+    limiter = RateLimiter()
+    assert limiter.hit("a", 2, T0 + 130) is None
+    assert limiter.hit("a", 2, T0 + 5) is None  # counted in the minute it already had
+    assert limiter.hit("a", 2, T0 + 5) is not None
+
+
+def test_given_many_keys_then_idle_ones_are_forgotten() -> None:
+    limiter = RateLimiter()
+    limiter.MAX_KEYS = 100
+    for i in range(100):
+        limiter.hit(f"old{i}", 5, T0)
+    limiter.hit("new", 5, T0 + 180)
+    assert len(limiter._counts) == 1  # noqa: SLF001 (the bound is the point)
+
+
+def test_given_hits_from_threads_then_exactly_the_limit_passes() -> None:
+    limiter = RateLimiter()
+    passed: list[bool] = []
+
+    def hammer() -> None:
+        for _ in range(500):
+            passed.append(limiter.hit("a", 1000, T0 + 30) is None)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert passed.count(True) == 1000
