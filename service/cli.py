@@ -190,6 +190,15 @@ def ready_database(settings: Settings, *, migrate: bool = True) -> Engine:
     return engine
 
 
+def _dump_threads_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` writes every thread's stack to stderr (the log), to see where a
+    process that does not stop or answer is waiting, without stopping it."""
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def _check_keys(settings: Settings) -> None:
     """Stop with the reason (exit 2) when no key can encrypt connector secrets."""
     from service.sync import secrets as secret_store
@@ -227,6 +236,7 @@ def serve(
     database = db.safe_url(settings.database_url)
     typer.echo(f"okr-sync on http://{host}:{port}  (docs: /docs, database: {database})")
     configure_logging(settings)
+    _dump_threads_on_sigusr1()
     api = create_app(settings)
 
     class Server(uvicorn.Server):
@@ -281,6 +291,7 @@ def worker() -> None:
 
     settings = _settings()
     configure_logging(settings)
+    _dump_threads_on_sigusr1()
     _check_keys(settings)
     # A database that does not answer, or an unmigrated one this process may not migrate,
     # stops here in one line; `upgrade` also encrypts secrets stored in plain, as serve does.
@@ -295,7 +306,10 @@ def worker() -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler.start()
     typer.echo(f"okr-sync worker running (database: {db.safe_url(settings.database_url)})")
-    stop.wait()
+    # Waking every second runs the handlers above even if the kernel hands the signal to
+    # another thread: an untimed wait would then never see it.
+    while not stop.wait(1.0):
+        pass
     typer.echo("okr-sync worker stopping: letting running syncs commit their page", err=True)
     scheduler.stop(settings.shutdown_grace_seconds)
     engine.dispose()

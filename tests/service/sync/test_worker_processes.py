@@ -140,6 +140,19 @@ def wait_for(what: str, condition: Any, timeout: float, tmp_path: Path) -> Any:
     pytest.fail(f"{what}: not within {timeout} s\n{logs[-5000:]}")
 
 
+def stopped(process: subprocess.Popen[bytes], timeout: float, log: Path) -> int:
+    """The exit code of `process` once it ends; if it has not within `timeout`, fail with
+    its log, where SIGUSR1 (faulthandler) has first written where each thread waits."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        process.kill()
+        process.wait(timeout=30)
+        pytest.fail(f"not stopped within {timeout} s\n{log.read_text()[-20000:]}")
+
+
 def runs(engine: Engine) -> list[SyncRun]:
     with Session(engine) as session:
         return list(session.execute(select(SyncRun).order_by(col(SyncRun.id))).scalars())
@@ -188,7 +201,7 @@ def test_given_two_workers_when_one_is_killed_mid_sync_then_the_other_takes_over
         wait_for("every connector synced", all_done, 180, tmp_path)
         stopping = time.monotonic()
         survivor.send_signal(signal.SIGTERM)
-        assert survivor.wait(timeout=60) == 0
+        assert stopped(survivor, 60, tmp_path / "worker-1.log") == 0
         stop_seconds = time.monotonic() - stopping
 
     hubspot.fake.faults.clear()
@@ -236,7 +249,7 @@ def test_given_a_worker_mid_sync_when_sigterm_then_it_hands_the_run_back_and_exi
         wait_for("the run mid-sync", lambda: mid_sync(engine), 120, tmp_path)
         stopping = time.monotonic()
         worker.send_signal(signal.SIGTERM)
-        code = worker.wait(timeout=60)
+        code = stopped(worker, 60, tmp_path / "worker-0.log")
         stop_seconds = time.monotonic() - stopping
     print(f"\nSIGTERM to exit mid-sync: {stop_seconds:.2f} s")
     assert code == 0, (tmp_path / "worker-0.log").read_text()
@@ -300,7 +313,7 @@ def test_given_serve_syncing_from_a_silent_vendor_when_sigterm_then_it_hands_bac
             )
             stopping = time.monotonic()
             server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=60)
+            code = stopped(server, 60, log)
             took = time.monotonic() - stopping
             print(f"\nserve SIGTERM with a sync stuck on its vendor: {took:.2f} s")
         finally:
@@ -317,3 +330,23 @@ def test_given_serve_syncing_from_a_silent_vendor_when_sigterm_then_it_hands_bac
         row = session.get(Connector, connector_id)
         assert row is not None
         assert row.lease_owner is None
+
+
+def test_given_a_running_worker_when_sigusr1_then_it_writes_its_threads_stacks_and_goes_on(
+    tmp_path: Path, engine: Engine, database_url: str, hubspot: HubSpotHarness
+) -> None:
+    store_connectors(engine, database_url, hubspot, 1)
+    log = tmp_path / "worker-0.log"
+    with workers(tmp_path, database_url) as start:
+        worker = start()
+        wait_for("the run mid-sync", lambda: mid_sync(engine), 120, tmp_path)
+        worker.send_signal(signal.SIGUSR1)
+        wait_for("the thread dump", lambda: "scheduler.py" in log.read_text(), 30, tmp_path)
+        assert worker.poll() is None, "SIGUSR1 does not stop the worker"
+        text = log.read_text()
+        # One stack per thread: the main thread, the scheduler's loop, the sync's.
+        assert text.count("Thread 0x") + text.count("Current thread 0x") >= 3
+        assert " in _loop" in text
+        assert " in main" in text or "cli.py" in text
+        worker.send_signal(signal.SIGTERM)
+        assert stopped(worker, 60, log) == 0
