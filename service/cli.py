@@ -223,6 +223,7 @@ def serve(
 
     from service.main import create_app
     from service.progress.stream import end_streams
+    from service.sync.scheduler import load_sync_code
 
     settings = _settings()
     _check_keys(settings)
@@ -266,6 +267,8 @@ def serve(
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight, a full collection no longer walks it (it paused every request in
     # flight for tens of milliseconds under load: the tail of a polled read's latency).
+    if settings.role != "api":
+        load_sync_code()  # the scheduler's, before the freeze below
     gc.collect()
     gc.freeze()
     try:
@@ -282,12 +285,13 @@ def worker() -> None:
     """Run syncs only (no API): queued, scheduled and interrupted ones, OKR_WORKER_CONCURRENCY
     at a time. SIGTERM/SIGINT: stop claiming, let each sync commit its page (at most
     OKR_SHUTDOWN_GRACE_SECONDS), release the connectors, exit 0."""
+    import gc
     import signal
     import threading
 
     from service.main import upgrade
     from service.sync.engine import SyncEngine
-    from service.sync.scheduler import Scheduler
+    from service.sync.scheduler import Scheduler, load_sync_code
 
     settings = _settings()
     configure_logging(settings)
@@ -304,6 +308,11 @@ def worker() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # As in `serve`: what is loaded by now (the sync code included) lives as long as the
+    # process, out of the collector's sight.
+    load_sync_code()
+    gc.collect()
+    gc.freeze()
     scheduler.start()
     typer.echo(f"okr-sync worker running (database: {db.safe_url(settings.database_url)})")
     # Waking every second runs the handlers above even if the kernel hands the signal to

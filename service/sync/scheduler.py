@@ -34,6 +34,17 @@ def tick(engine: SyncEngine, limit: int = 1_000) -> int:
     return runs
 
 
+def load_sync_code() -> None:
+    """Import what a sync runs and the rest of the process imports lazily: every connector
+    type (their vendor SDKs) and the evaluation code. Done before the first claim, a
+    worker's first sync no longer spends about 0.3 s importing while it holds a lease and
+    takes a core from whatever shares the machine (a serving process's requests)."""
+    import service.mappings.service  # noqa: F401 - imported by every sync's re-evaluation
+    from connectors.registry import connector_types
+
+    connector_types()
+
+
 class Scheduler:
     """Every `interval_seconds`, claims connectors for the free slots of `concurrency`
     threads and runs each on its own thread, until stopped."""
@@ -51,6 +62,7 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="okr-sync-scheduler", daemon=True)
 
     def start(self) -> None:
+        load_sync_code()
         self._thread.start()
 
     def stop(self, grace_seconds: float = 30.0) -> None:

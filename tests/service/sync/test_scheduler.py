@@ -3,6 +3,9 @@ once; missed times after downtime run once; paused connectors wait."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +18,7 @@ from service.sync.scheduler import tick
 from service.sync.service import replan
 from service.workspaces.models import Workspace
 from tests.conftest import FrozenClock, make_settings
+from tests.service.test_serve_e2e import REPO
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
@@ -156,3 +160,37 @@ def test_given_a_paused_connector_when_the_scheduler_ticks_then_nothing_runs_unt
         replan(session, row, NOW)
         session.commit()
     assert tick(sync) == 1
+
+
+def test_given_a_fresh_process_when_the_scheduler_starts_then_sync_code_loads_first() -> None:
+    """The vendor SDKs and the evaluation code are imported by `start`, not by the first
+    sync (which held a lease and took a core for about 0.3 s doing it)."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from service.sync.scheduler import Scheduler
+
+        class NoWork:
+            import threading
+            stopping = threading.Event()
+            def claim(self, limit):
+                assert 'connectors.salesforce.connector' in sys.modules, 'salesforce at claim'
+                assert 'connectors.hubspot.connector' in sys.modules, 'hubspot at claim'
+                assert 'service.mappings.service' in sys.modules, 'mappings at claim'
+                print('claimed with everything loaded', flush=True)
+                return []
+
+        lazy = [m for m in ('connectors.salesforce.connector', 'connectors.hubspot.connector',
+                            'service.mappings.service') if m in sys.modules]
+        assert not lazy, lazy
+        scheduler = Scheduler(NoWork(), 0.05)
+        scheduler.start()
+        import time; time.sleep(0.3)
+        scheduler.stop(1)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "claimed with everything loaded" in out.stdout
