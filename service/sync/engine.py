@@ -299,8 +299,8 @@ def upsert_page(
     on_sqlite = conn.dialect.name == "sqlite"
     stored: dict[str, tuple[datetime, bool]] = {}
     # The page's ids as one parameter (a JSON array on SQLite, an array on PostgreSQL), in
-    # driver SQL: SQLAlchemy's expanding IN compiled and bound one parameter per id, a
-    # tenth of a large initial sync's time although that sync finds no row.
+    # driver SQL: SQLAlchemy's expanding IN compiled and bound one parameter per id, about
+    # 5% of a large initial sync's time (py-spy) although that sync finds no row.
     ids: Any = json_dumps(list(newest)) if on_sqlite else list(newest)
     found = conn.exec_driver_sql(_STORED_SQL[conn.dialect.name], (connector.id, kind.value, ids))
     for source_id, modified_at, deleted in found:

@@ -37,8 +37,9 @@ def tick(engine: SyncEngine, limit: int = 1_000) -> int:
 def load_sync_code() -> None:
     """Import what a sync runs and the rest of the process imports lazily: every connector
     type (their vendor SDKs) and the evaluation code. Done before the first claim, a
-    worker's first sync no longer spends about 0.3 s importing while it holds a lease and
-    takes a core from whatever shares the machine (a serving process's requests)."""
+    worker's first sync no longer spends a tenth of a second or more importing while it
+    holds a lease and takes a core from whatever shares the machine (a serving process's
+    requests)."""
     import service.mappings.service  # noqa: F401 - imported by every sync's re-evaluation
     from connectors.registry import connector_types
 

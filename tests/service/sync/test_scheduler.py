@@ -164,7 +164,7 @@ def test_given_a_paused_connector_when_the_scheduler_ticks_then_nothing_runs_unt
 
 def test_given_a_fresh_process_when_the_scheduler_starts_then_sync_code_loads_first() -> None:
     """The vendor SDKs and the evaluation code are imported by `start`, not by the first
-    sync (which held a lease and took a core for about 0.3 s doing it)."""
+    sync (which held a lease and took a core for a tenth of a second or more doing it)."""
     script = textwrap.dedent(
         """
         import sys
