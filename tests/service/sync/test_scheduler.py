@@ -168,10 +168,11 @@ def test_given_a_fresh_process_when_the_scheduler_starts_then_sync_code_loads_fi
     script = textwrap.dedent(
         """
         import sys
+        import threading
+        import time
         from service.sync.scheduler import Scheduler
 
         class NoWork:
-            import threading
             stopping = threading.Event()
             def claim(self, limit):
                 assert 'connectors.salesforce.connector' in sys.modules, 'salesforce at claim'
@@ -185,7 +186,7 @@ def test_given_a_fresh_process_when_the_scheduler_starts_then_sync_code_loads_fi
         assert not lazy, lazy
         scheduler = Scheduler(NoWork(), 0.05)
         scheduler.start()
-        import time; time.sleep(0.3)
+        time.sleep(0.3)
         scheduler.stop(1)
         """
     )
