@@ -239,6 +239,11 @@ class Connector(ABC):
     #: Config fields holding a URL, each with the vendor hosts it may name (exact names or
     #: `*.suffix`). Changing one needs the secrets again; see `connectors.hosts`.
     url_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: True when the sync service may run a large `read` in a forked child process (the
+    #: reader process, so reading and storing use two cores): `read` keeps its run state
+    #: in `runtime.retry` and in what `read_state` returns, and starts no thread that
+    #: outlives it.
+    reads_in_child_process: ClassVar[bool] = False
 
     def __init__(
         self, config: ConnectorConfig, secrets: ConnectorSecrets, runtime: Runtime | None = None
@@ -342,6 +347,19 @@ class Connector(ABC):
         """(used, limit) of the vendor's daily request quota as last reported to this
         connector, where the vendor reports it; None otherwise."""
         return None
+
+    def after_fork(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
+        """In a forked reader process, before it reads: let go of the pooled connections
+        inherited from the parent, which go on using them (closing a copy of a socket in
+        the child sends nothing on the wire)."""
+
+    def read_state(self) -> Any:
+        """What a `read` run in a child process changed that this connector needs after it
+        (a quota header, a session token); handed to `adopt_read_state` in the parent."""
+        return None
+
+    def adopt_read_state(self, state: Any) -> None:  # noqa: B027 - optional hook
+        """Take over `read_state()` from a `read` that ran in a child process."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most connectors hold nothing
         """Release network resources."""

@@ -123,6 +123,18 @@ class RetryPolicy:
                     self.retries += 1
                 self.sleep(self._backoff(attempt))
 
+    def counters(self) -> tuple[int, int, int, list[float]]:
+        """Requests made, retries, rate-limited answers and the recent sends the throttle
+        counts: what a read in another process (the reader process) hands back."""
+        with self._lock:
+            return self.requests_made, self.retries, self.rate_limited, list(self._recent)
+
+    def adopt_counters(self, counters: tuple[int, int, int, list[float]]) -> None:
+        """Continue from `counters()` taken in another process forked from this one."""
+        with self._lock:
+            self.requests_made, self.retries, self.rate_limited, recent = counters
+            self._recent = deque(recent)
+
     def _backoff(self, attempt: int) -> float:
         cap = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
         return self.rng.uniform(0, cap)

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     #: renewed for this long (a worker killed, or cut off from the database) is taken over
     #: by another worker, which resumes the sync from its last committed page.
     sync_lease_seconds: int = Field(default=60, ge=3)
+    #: Read a connector's initial sync (the window from the beginning) in a forked reader
+    #: process, where its connector allows it (Salesforce), so reading and storing use two
+    #: cores (`service.sync.reader`); off: a reader thread in the syncing process.
+    sync_reader_process: bool = True
     #: Syncs one process (`okr-sync worker`, or `serve` in the `all` role) runs at once.
     worker_concurrency: int = Field(default=2, ge=1)
     #: Syncs of connectors reaching one vendor account (one Salesforce org, HubSpot

@@ -266,6 +266,26 @@ class SalesforceClient:
         """`(used, limit)` of the org's daily API requests, from the last response seen."""
         return parse_api_usage(self._adapter.last_limit_info)
 
+    def session_state(self) -> dict[str, str | None]:
+        """The session a read in another process ended with: its token, instance and last
+        `Sforce-Limit-Info` (for `adopt_session_state`; it never leaves the machine)."""
+        return {
+            "access_token": self._access_token,
+            "instance_url": self.instance_url,
+            "limit_info": self._adapter.last_limit_info,
+        }
+
+    def adopt_session_state(self, state: dict[str, str | None]) -> None:
+        """Continue with the session another process logged in with (`session_state`), so
+        the next call needs no second login, and report its last quota header."""
+        if state.get("limit_info") is not None:
+            self._adapter.last_limit_info = state["limit_info"]
+        token, instance_url = state.get("access_token"), state.get("instance_url")
+        if token and instance_url and token != self._access_token:
+            # Checked in the reader process already; checked again where it is used.
+            self._policy.validate(instance_url)
+            self._bind(token, instance_url)
+
     def close(self) -> None:
         """Close pooled connections."""
         self._session.close()
@@ -320,6 +340,9 @@ class SalesforceClient:
                 f"Salesforce login at {self._login_url} answered an instance_url that is not "
                 f"allowed, not used: {exc.message}"
             ) from None
+        self._bind(access_token, instance_url)
+
+    def _bind(self, access_token: str, instance_url: str) -> None:
         self._access_token = access_token
         self.instance_url = instance_url.rstrip("/")
         self._sf = Salesforce(
