@@ -10,7 +10,10 @@ Measures, in one run:
     (the same SOQL with the same window, the same simple-salesforce settings, the same
     batch size or Bulk page size), read alone and upserted with a bare sqlite3
     `executemany`, raw fields serialised with orjson like the sync;
-  * peak RSS of the end-to-end SQLite sync at N/4 and N leads (flat = pages are streamed).
+  * peak RSS of the end-to-end SQLite sync at N/4 and N leads (flat = pages are streamed),
+    the syncing process's and the reader process's;
+  * the same end-to-end syncs into SQLite with the reader process off (a reader thread in
+    the syncing process, `OKR_SYNC_READER_PROCESS=false`).
 
 Each fake org is read once in full before anything is measured: its first read is slower.
 
@@ -148,9 +151,14 @@ def connector_config(info: dict[str, Any], bulk: bool) -> dict[str, Any]:
 
 
 def scenario_e2e(
-    info: dict[str, Any], database_url: str, touch_after: bool, bulk: bool = False
+    info: dict[str, Any],
+    database_url: str,
+    touch_after: bool,
+    bulk: bool = False,
+    reader_process: bool = True,
 ) -> dict[str, Any]:
-    """Subprocess: full sync (and, optionally, then an incremental one) through the engine."""
+    """Subprocess: full sync (and, optionally, then an incremental one) through the engine,
+    the initial window read in the reader process (the default) or in a reader thread."""
     import httpx
     from sqlmodel import Session
 
@@ -190,7 +198,12 @@ def scenario_e2e(
         return datetime.fromisoformat(now) + timedelta(seconds=1)
 
     clock_at = [fake_now()]
-    settings = Settings(database_url=database_url, load_demo=False, migrate_on_start=False)
+    settings = Settings(
+        database_url=database_url,
+        load_demo=False,
+        migrate_on_start=False,
+        sync_reader_process=reader_process,
+    )
     sync = SyncEngine(
         engine,
         settings,
@@ -214,6 +227,11 @@ def scenario_e2e(
         "seconds": round(full_s, 2),
         "records_per_s": round(run.fetched / full_s),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "reader": run.details["kinds"]["lead"]["reader"],
+        # The reader process's own peak (RUSAGE_CHILDREN: the largest child waited for).
+        "reader_peak_rss_mib": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        ),
     }
     if touch_after:
         with httpx.Client(verify=info["ca_bundle"], timeout=120) as client:
@@ -377,6 +395,9 @@ def scenario_ceiling(info: dict[str, Any], sqlite_path: str, bulk: bool) -> dict
 
 
 def in_subprocess(name: str, *args: str) -> dict[str, Any]:
+    """Run a scenario in a fresh process; adds the CPU seconds it and its children used
+    (start-up and imports included: about a second)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, __file__, name, *args],
         capture_output=True,
@@ -386,6 +407,9 @@ def in_subprocess(name: str, *args: str) -> dict[str, Any]:
     if out.returncode != 0:
         raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
     last: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    last["process_cpu_seconds"] = round(cpu, 2)
     return last
 
 
@@ -445,6 +469,12 @@ def main() -> None:
             "_e2e", info, f"sqlite:///{tmp / 'e2e-bulk.db'}", "no", "bulk"
         )
         print(results["e2e_bulk_sqlite"], flush=True)
+        for path in ("rest", "bulk"):
+            print(f"end to end into SQLite, {path}, reader thread (no reader process)...")
+            results[f"e2e_{path}_sqlite_thread"] = in_subprocess(
+                "_e2e", info, f"sqlite:///{tmp / f'e2e-{path}-thread.db'}", "no", path, "thread"
+            )
+            print(results[f"e2e_{path}_sqlite_thread"], flush=True)
         if not args.no_pg:
             print("end to end into PostgreSQL, REST...", flush=True)
             pg = fresh_pg(args.pg, "okr_bench_sync")
@@ -465,11 +495,12 @@ def main() -> None:
     finally:
         small.close()
     for path in ("rest", "bulk"):
-        results[f"e2e_over_ceiling_{path}_sqlite"] = round(
-            results[f"e2e_{path}_sqlite"]["records_per_s"]
-            / results[f"ceiling_{path}_sqlite"]["records_per_s"],
-            3,
-        )
+        for variant in ("", "_thread"):
+            results[f"e2e_over_ceiling_{path}_sqlite{variant}"] = round(
+                results[f"e2e_{path}_sqlite{variant}"]["records_per_s"]
+                / results[f"ceiling_{path}_sqlite"]["records_per_s"],
+                3,
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
@@ -622,7 +653,11 @@ if __name__ == "__main__":
         serve_fake(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "_e2e":
         info_arg, url, touch, path = sys.argv[2:6]
-        print(json.dumps(scenario_e2e(json.loads(info_arg), url, touch == "touch", path == "bulk")))
+        reader = sys.argv[6] if len(sys.argv) > 6 else "process"
+        result = scenario_e2e(
+            json.loads(info_arg), url, touch == "touch", path == "bulk", reader == "process"
+        )
+        print(json.dumps(result))
     elif len(sys.argv) > 1 and sys.argv[1] == "_ceiling":
         info_arg, sqlite_path, path = sys.argv[2:5]
         print(json.dumps(scenario_ceiling(json.loads(info_arg), sqlite_path, path == "bulk")))
