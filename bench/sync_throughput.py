@@ -228,11 +228,12 @@ def scenario_e2e(
         "records_per_s": round(run.fetched / full_s),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "reader": run.details["kinds"]["lead"]["reader"],
-        # The reader process's own peak (RUSAGE_CHILDREN: the largest child waited for).
-        "reader_peak_rss_mib": round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
-        ),
     }
+    if reader_process:
+        # The reader process's own peak (RUSAGE_CHILDREN: the largest child waited for),
+        # pages it shares with this process included.
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result["reader_peak_rss_mib"] = round(children.ru_maxrss / 1024, 1)
     if touch_after:
         with httpx.Client(verify=info["ca_bundle"], timeout=120) as client:
             touched = client.post(
