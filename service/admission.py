@@ -81,6 +81,7 @@ class RequestDb:
     """A request's session and the slot it holds; `release` gives both back early."""
 
     def __init__(self, engine: Engine, admission: Admission) -> None:
+        self.engine = engine
         self.session = Session(engine, expire_on_commit=False)
         self._admission = admission
         self._held = True

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
@@ -141,3 +142,17 @@ class DatabaseBudget:
                 return
             self._purged_at = now
         self.purge()
+
+
+_BUDGETS: weakref.WeakKeyDictionary[Engine, DatabaseBudget] = weakref.WeakKeyDictionary()
+_BUDGETS_LOCK = threading.Lock()
+
+
+def budget_for(engine: Engine) -> DatabaseBudget:
+    """The process's one `DatabaseBudget` on `engine`: the sync engine and the API's
+    connector checks share it, so a governor is not re-shared back and forth."""
+    with _BUDGETS_LOCK:
+        budget = _BUDGETS.get(engine)
+        if budget is None:
+            budget = _BUDGETS[engine] = DatabaseBudget(engine)
+        return budget

@@ -39,7 +39,6 @@ from sqlmodel import Session
 
 from connectors.base import Record, RecordKind, Runtime, Skipped, Window
 from connectors.errors import ConnectorError, QuotaExceededError, RequestBudgetExceededError
-from connectors.governor import Governor
 from connectors.retry import RetryPolicy
 from service import observability
 from service.clock import Clock, in_utc, utc_now
@@ -48,7 +47,7 @@ from service.errors import ConflictError, NotFoundError
 from service.settings import Settings
 from service.sync import reader
 from service.sync import secrets as secret_store
-from service.sync.budget import DatabaseBudget
+from service.sync.budget import budget_for
 from service.sync.models import (
     AMOUNT_SCALE,
     Connector,
@@ -66,6 +65,7 @@ from service.sync.service import (
     connector_class,
     enabled_kinds,
     next_scheduled,
+    share_budget,
 )
 from service.workspaces.models import Workspace
 
@@ -549,7 +549,7 @@ class SyncEngine:
         self._deferred: set[int] = set()
         self._deferred_lock = threading.Lock()
         #: HubSpot's request budget per portal, shared with every other process.
-        self.rate_budget = DatabaseBudget(engine)
+        self.rate_budget = budget_for(engine)
 
     # ------------------------------------------------------------------ leases
 
@@ -840,13 +840,7 @@ class SyncEngine:
         observability.run_finished(row, slug or str(row.workspace_id), dead, {}, 0, None)
 
     def _share_budget(self, row: Connector, vendor: object) -> None:
-        """HubSpot's limit is per account, whatever process sends (the only vendor here
-        with a published per-account request rate: https://developers.hubspot.com/docs/
-        api/usage-details), so its governor leases from the database's schedule."""
-        governor = getattr(vendor, "governor", None)
-        if row.type == "hubspot" and isinstance(governor, Governor):
-            if governor.shared is not self.rate_budget:
-                governor.share(self.rate_budget)
+        share_budget(row, vendor, self.rate_budget)
 
     def _execute(self, row: Connector, run: SyncRun, slug: str) -> SyncRun:
         assert row.id is not None

@@ -22,6 +22,7 @@ from service.openapi import problem_response
 from service.pagination import Cursor, Id, Limit, Page, decode_cursor, page_size
 from service.sync import secrets as secret_store
 from service.sync import service
+from service.sync.budget import budget_for
 from service.sync.engine import runtime_for
 from service.sync.models import (
     CheckPublic,
@@ -120,6 +121,8 @@ def check_connector(
         vendor = service.build_connector(row, settings, runtime)
     except ConnectorError as exc:  # secrets no key decrypts
         return CheckPublic(ok=False, detail=f"{exc.error_class}: {exc.message}")
+    # A check's request counts against the account's limit like a sync's.
+    service.share_budget(row, vendor, budget_for(access.engine))
     # The vendor may take its whole timeout to answer: hold no connection meanwhile.
     access.release()
     try:

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from connectors.base import Connector as VendorConnector
 from connectors.base import ConnectorConfig, ConnectorSecrets, RecordKind, Runtime
 from connectors.errors import ConnectorError
+from connectors.governor import Governor
 from connectors.hosts import HostNotAllowedError
 from connectors.registry import connector_types
 from service.db import flush_or_conflict, json_dumps
@@ -20,6 +21,7 @@ from service.errors import ConflictError, InvalidError
 from service.okr.service import wid
 from service.settings import Settings
 from service.sync import secrets as secret_store
+from service.sync.budget import DatabaseBudget
 from service.sync.models import (
     ACTIVE_STATUSES,
     Connector,
@@ -157,6 +159,17 @@ def build_connector(
     config = cls.config_model.model_validate(row.config)
     secrets = cls.secrets_model.model_validate(secret_store.unseal(row.secrets, settings))
     return cls(config, secrets, runtime)
+
+
+def share_budget(row: Connector, vendor: object, budget: DatabaseBudget) -> None:
+    """HubSpot's limit is per account, whatever process sends (the only vendor here with a
+    published per-account request rate: https://developers.hubspot.com/docs/api/usage-details),
+    so its governor leases from the database's schedule: in a sync, and for any other
+    request a process makes (a check)."""
+    governor = getattr(vendor, "governor", None)
+    if row.type == "hubspot" and isinstance(governor, Governor):
+        if governor.shared is not budget:
+            governor.share(budget)
 
 
 #: Account keys already derived, by (type, config, stored secrets) as stored: a claim

@@ -19,6 +19,7 @@ from connectors import governor as governor_module
 from connectors.base import RecordKind, Runtime, Window
 from connectors.governor import account_key
 from connectors.hubspot import HubSpotConnector
+from connectors.hubspot.connector import account_of
 from connectors.retry import RetryPolicy
 from service import db
 from service.sync.budget import PURGE_AFTER_SECONDS, DatabaseBudget
@@ -27,8 +28,10 @@ from service.sync.models import Connector, RateBudget, RunStatus
 from tests.conftest import make_settings
 from tests.connectors.hubspot.harness import HubSpotHarness, contact_properties, make_harness
 from tests.connectors.test_governor import read_together
+from tests.factories import API, make_workspace, ok
 from tests.fakes.hubspot import CLOCK_START_MS
 from tests.service.sync.test_engine import store_connector, stored_ids
+from tests.service.sync.test_secrets import body_for, serve
 
 #: The fake account's limit: 20 requests per rolling second (HubSpot's shape, smaller).
 LIMIT, INTERVAL_MS = 20, 1000
@@ -262,3 +265,29 @@ def test_given_a_hubspot_connector_when_the_engine_syncs_it_then_its_portal_budg
         # Every request's lane, and search's own (incremental windows) when it searched.
         assert "all" in set(lanes)
     assert hubspot.fake.rate_limited == 0
+
+
+def test_given_a_hubspot_connector_when_checked_over_the_api_then_its_request_is_leased_too(
+    engine: Engine, database_url: str, hubspot: HubSpotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API process that never synced (a fresh governor registry) still sends a
+    check's request in a cell of the portal's shared schedule."""
+    monkeypatch.setattr(governor_module, "_REGISTRY", {})
+    with serve(engine, database_url, hubspot) as client:
+        make_workspace(client)
+        vendor = hubspot.connector()
+        created = ok(client.post(f"{API}/connectors", json=body_for(vendor, hubspot)), 201)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM rate_budget")).scalar_one() == 0
+
+        check = ok(client.post(f"{API}/connectors/{created['id']}/check"))
+
+    assert check["ok"] is True, check
+    assert isinstance(vendor, HubSpotConnector)
+    portal = account_of(vendor.config, vendor.secrets)
+    account = account_key(("hubspot", vendor.config.base_url, portal))
+    with engine.connect() as conn:
+        lanes = conn.execute(
+            text("SELECT lane FROM rate_budget WHERE account = :a"), {"a": account}
+        ).scalars()
+        assert set(lanes) == {"all"}, "the check's request took no cell of the shared schedule"
