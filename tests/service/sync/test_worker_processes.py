@@ -26,7 +26,9 @@ from service.sync.models import Connector, RunStatus, SyncedRecord, SyncRun, Syn
 from service.workspaces.models import Workspace
 from tests.conftest import PG_URL, TEST_SECRET_KEY, make_settings, suite_wall_clock
 from tests.connectors.hubspot.harness import GOOD_TOKEN, HubSpotHarness, make_harness
+from tests.connectors.salesforce.harness import SalesforceHarness
 from tests.fakes.hubspot import Fault, on_path
+from tests.harnesses import open_harness
 from tests.service.sync.test_engine import assert_equals_source
 from tests.service.test_serve_e2e import REPO, _command
 
@@ -350,3 +352,78 @@ def test_given_a_running_worker_when_sigusr1_then_it_writes_its_threads_stacks_a
         assert " in main" in text or "cli.py" in text
         worker.send_signal(signal.SIGTERM)
         assert stopped(worker, 60, log) == 0
+
+
+def reader_processes(pid: int) -> list[int]:
+    """Children of process `pid` (the worker's reader processes), from /proc."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads children from /proc")
+def test_given_a_worker_reading_salesforce_in_a_reader_process_when_sigterm_then_both_stop(
+    tmp_path: Path, engine: Engine, database_url: str
+) -> None:
+    (tmp_path / "sf").mkdir()
+    with open_harness("salesforce", tmp_path / "sf") as sf:
+        assert isinstance(sf, SalesforceHarness)
+        sf.seed(RecordKind.lead, 2000)
+        # 10 pages of 200, each answered 0.3 s late: the initial sync lasts seconds.
+        sf.fake.slow(PAGE_DELAY_SECONDS, endpoint="queryMore", times=1000)
+        settings = make_settings(database_url)
+        with Session(engine) as session:
+            ws = Workspace(slug="acme", name="Acme", created_at=utc_now())
+            session.add(ws)
+            session.flush()
+            assert ws.id is not None
+            row = Connector(
+                workspace_id=ws.id,
+                name="Salesforce",
+                type="salesforce",
+                config={"login_url": sf.served.base_url, "page_size": 200},
+                secrets=secret_store.seal(secret_store.plain(sf.secrets()), settings),
+                kinds=["lead"],
+                sync_interval_seconds=3600,
+                created_at=utc_now(),
+                next_run_at=utc_now(),
+            )
+            session.add(row)
+            session.commit()
+            connector_id = row.id
+        assert connector_id is not None
+        ca = {"OKR_CONNECTOR_CA_BUNDLE": str(sf.served.ca_bundle)}
+        with workers(tmp_path, database_url, **ca) as start:
+            worker = start()
+            wait_for("the run mid-sync", lambda: mid_sync(engine), 120, tmp_path)
+            readers = wait_for(
+                "the reader process", lambda: reader_processes(worker.pid), 30, tmp_path
+            )
+            worker.send_signal(signal.SIGTERM)
+            code = stopped(worker, 60, tmp_path / "worker-0.log")
+        assert code == 0, (tmp_path / "worker-0.log").read_text()
+        for pid in readers:
+            assert not Path(f"/proc/{pid}").exists(), "the reader process outlived its worker"
+        interrupted, queued = runs(engine)
+        assert (interrupted.status, interrupted.error_class) == (RunStatus.failed, INTERRUPTED)
+        assert interrupted.details is not None
+        assert interrupted.details["kinds"]["lead"]["reader"] == "process"
+        assert queued.status == RunStatus.queued
+
+        with workers(tmp_path, database_url, **ca) as start:
+            start()
+            wait_for(
+                "the resumed run",
+                lambda: runs(engine)[-1].status == RunStatus.succeeded,
+                120,
+                tmp_path,
+            )
+        resumed = runs(engine)[-1]
+        assert resumed.details is not None
+        assert resumed.details["kinds"]["lead"]["resumed"]
+        sf.fake.faults.clear()
+        assert_equals_source(engine, connector_id, sf, (RecordKind.lead,))
