@@ -851,26 +851,24 @@ class SalesforceConnector(Connector):
         try:
             created_at = _require(moments, "CreatedDate")
             modified_at = _require(moments, "SystemModstamp")
+            specific: dict[str, Any]
             if kind is RecordKind.lead:
-                return Record(
-                    kind=kind,
-                    source_id=source_id,
-                    created_at=created_at,
-                    modified_at=modified_at,
-                    deleted=raw.get("IsDeleted") is True,
-                    lead_source=_opt_str(raw, "LeadSource"),
-                    owner=_opt_str(raw, "OwnerId"),
-                    raw=raw,
-                    status=_opt_str(raw, "Status"),
-                    email=_opt_str(raw, "Email"),
-                )
-            amount = _opt_decimal(raw, "Amount")
-            currency = (
-                _opt_str(raw, _CURRENCY_FIELD)
-                if self._cfg.multi_currency
-                else self._cfg.default_currency
-            )
-            close_date = _opt_str(raw, "CloseDate")
+                specific = {"status": _opt_str(raw, "Status"), "email": _opt_str(raw, "Email")}
+            else:
+                close_date = _opt_str(raw, "CloseDate")
+                specific = {
+                    "stage": _opt_str(raw, "StageName"),
+                    "is_closed": _opt_bool(raw, "IsClosed"),
+                    "is_won": _opt_bool(raw, "IsWon"),
+                    "close_date": date.fromisoformat(close_date) if close_date else None,
+                    "amount": _opt_decimal(raw, "Amount"),
+                    "currency": (
+                        _opt_str(raw, _CURRENCY_FIELD)
+                        if self._cfg.multi_currency
+                        else self._cfg.default_currency
+                    ),
+                    "deal_type": _opt_str(raw, "Type"),
+                }
             return Record(
                 kind=kind,
                 source_id=source_id,
@@ -880,13 +878,7 @@ class SalesforceConnector(Connector):
                 lead_source=_opt_str(raw, "LeadSource"),
                 owner=_opt_str(raw, "OwnerId"),
                 raw=raw,
-                stage=_opt_str(raw, "StageName"),
-                is_closed=_opt_bool(raw, "IsClosed"),
-                is_won=_opt_bool(raw, "IsWon"),
-                close_date=date.fromisoformat(close_date) if close_date else None,
-                amount=amount,
-                currency=currency,
-                deal_type=_opt_str(raw, "Type"),
+                **specific,
             )
         except (TypeError, ValueError) as exc:
             raise RecordDataError(

@@ -155,6 +155,21 @@ def stopped(process: subprocess.Popen[bytes], timeout: float, log: Path) -> int:
         pytest.fail(f"not stopped within {timeout} s\n{log.read_text()[-20000:]}")
 
 
+def resumed_by_a_new_worker(
+    tmp_path: Path, engine: Engine, database_url: str, **extra: str
+) -> SyncRun:
+    """Start a worker, wait until the newest run has succeeded, and return that run."""
+    with workers(tmp_path, database_url, **extra) as start:
+        start()
+        wait_for(
+            "the resumed run",
+            lambda: runs(engine)[-1].status == RunStatus.succeeded,
+            120,
+            tmp_path,
+        )
+    return runs(engine)[-1]
+
+
 def runs(engine: Engine) -> list[SyncRun]:
     with Session(engine) as session:
         return list(session.execute(select(SyncRun).order_by(col(SyncRun.id))).scalars())
@@ -267,16 +282,8 @@ def test_given_a_worker_mid_sync_when_sigterm_then_it_hands_the_run_back_and_exi
         assert state is not None
         assert state.resume is not None, "the last page's checkpoint"
     # The next worker resumes it from there.
-    with workers(tmp_path, database_url) as start:
-        start()
-        wait_for(
-            "the resumed run",
-            lambda: runs(engine)[-1].status == RunStatus.succeeded,
-            120,
-            tmp_path,
-        )
+    resumed = resumed_by_a_new_worker(tmp_path, engine, database_url)
     hubspot.fake.faults.clear()
-    resumed = runs(engine)[-1]
     assert resumed.details is not None
     assert resumed.details["kinds"]["contact"]["resumed"]
     assert_equals_source(engine, connector_id, hubspot, (RecordKind.contact,))
@@ -414,15 +421,7 @@ def test_given_a_worker_reading_salesforce_in_a_reader_process_when_sigterm_then
         assert interrupted.details["kinds"]["lead"]["reader"] == "process"
         assert queued.status == RunStatus.queued
 
-        with workers(tmp_path, database_url, **ca) as start:
-            start()
-            wait_for(
-                "the resumed run",
-                lambda: runs(engine)[-1].status == RunStatus.succeeded,
-                120,
-                tmp_path,
-            )
-        resumed = runs(engine)[-1]
+        resumed = resumed_by_a_new_worker(tmp_path, engine, database_url, **ca)
         assert resumed.details is not None
         assert resumed.details["kinds"]["lead"]["resumed"]
         sf.fake.faults.clear()
