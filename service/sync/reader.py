@@ -15,14 +15,14 @@ reads, writes and commits. The child's own state that the parent needs afterward
 run's request counters, the vendor's quota header, a session token) comes back with the
 last message; see `Connector.read_state`.
 
-Flow control is the pipe's: the child blocks sending a page until the parent takes it, so
-at most about two pages are in flight, as with the reader thread.
+Flow control: the child queues at most `_PAGES_AHEAD` pages for a sending thread, which
+blocks on the pipe until the parent takes each page, so memory stays flat whatever the
+window's size.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
 import multiprocessing
 import os
 import pickle
@@ -35,7 +35,6 @@ from typing import Any, TypeVar
 
 from connectors.errors import ConnectorError
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: How often the parent, waiting for a page, checks that the child is still alive.
@@ -64,9 +63,10 @@ def read_in_child(
 ) -> Iterator[T]:
     """Iterate `produce()` run in a forked child process.
 
-    Items and the error that ends `produce()`, if any, are pickled across a pipe; before
-    either the last item or the error, `state()` is taken in the child and handed to
-    `adopt` in the parent. Stopping early (closing this iterator) stops the child.
+    Items and the error that ends `produce()`, if any, are pickled across a pipe; after the
+    last item, or with the error, `state()` is taken in the child and handed to `adopt` in
+    the parent before this iterator ends or raises. Stopping early (closing this iterator)
+    stops the child.
     """
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
